@@ -1,1 +1,169 @@
-//! e
+//! The crate's one error type. Every fallible public function returns [`Result<T>`]; messages
+//! name the file or parameter at fault and say how to fix it.
+use std::path::PathBuf;
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in `cutpaste`. Bad input never panics: it ends up here.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Reading or writing a file or folder failed.
+    #[error("I/O error on {path}: {source} (check that the path exists and is readable/writable)")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file could not be decoded (or encoded) as an image.
+    #[error("cannot decode image {path}: {source} (is it a valid PNG/JPEG/BMP/TIFF file? re-export it or remove it from the folder)")]
+    Image {
+        /// The image file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: image::ImageError,
+    },
+    /// A parameter value is out of range or inconsistent with another one.
+    #[error("invalid parameter `{name}`: {reason}")]
+    InvalidParam {
+        /// The parameter's name as in the builder / function signature.
+        name: String,
+        /// What is wrong and what would be valid.
+        reason: String,
+    },
+    /// A dataset folder holds no usable image.
+    #[error("no images found in {path} (expected PNG/JPEG/BMP/TIFF files; check the dataset root and layout, e.g. <category>/train/good/*.png)")]
+    EmptyDataset {
+        /// The folder that was expected to hold images.
+        path: PathBuf,
+    },
+    /// A defect image has no ground-truth mask.
+    #[error("defect image {image} has no mask (expected {expected}); add the mask or allow image-level-only data")]
+    MissingMask {
+        /// The defect image.
+        image: PathBuf,
+        /// Where the mask was looked for.
+        expected: PathBuf,
+    },
+    /// A mask's size differs from its image's size.
+    #[error("mask {mask} is {mask_width}x{mask_height} but its image {image} is {image_width}x{image_height}; masks must have the size of their image")]
+    MaskMismatch {
+        /// The mask file.
+        mask: PathBuf,
+        /// The image the mask belongs to.
+        image: PathBuf,
+        /// Mask width in pixels.
+        mask_width: u32,
+        /// Mask height in pixels.
+        mask_height: u32,
+        /// Image width in pixels.
+        image_width: u32,
+        /// Image height in pixels.
+        image_height: u32,
+    },
+    /// An image is too small for the requested operation.
+    #[error("image of {width}x{height} is too small for {what} (needs at least {min}x{min}); use larger images or a smaller {what}")]
+    ImageTooSmall {
+        /// Image width.
+        width: u32,
+        /// Image height.
+        height: u32,
+        /// Minimal side length needed.
+        min: u32,
+        /// What needed the size (e.g. "scar length").
+        what: String,
+    },
+    /// Data (features, scores) holds NaN or infinite values.
+    #[error("{what} holds a non-finite value (NaN or inf) at row {row}; check the inputs or the model that produced them")]
+    NonFinite {
+        /// What was being checked.
+        what: String,
+        /// First offending row.
+        row: usize,
+    },
+    /// Array dimensions do not match what a fitted object expects.
+    #[error("{what}: expected dimension {expected}, got {got}")]
+    DimensionMismatch {
+        /// What was being checked.
+        what: String,
+        /// Expected size.
+        expected: usize,
+        /// Actual size.
+        got: usize,
+    },
+    /// A covariance matrix could not be inverted.
+    #[error("covariance is singular ({reason}); use Ledoit-Wolf shrinkage or raise reg_covar")]
+    SingularCovariance {
+        /// Details from the factorisation.
+        reason: String,
+    },
+    /// A metric needs both classes (normal and anomalous) but only one is present.
+    #[error("{what} needs both normal and anomalous samples, but only {present} ones were given")]
+    SingleClass {
+        /// The metric.
+        what: String,
+        /// The class that is present ("normal" or "anomalous").
+        present: String,
+    },
+    /// A checkpoint file is unreadable, foreign, of another format version or incomplete.
+    #[error("checkpoint {path}: {reason}")]
+    Checkpoint {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+    /// A libtorch operation failed.
+    #[error("libtorch error: {0}")]
+    Torch(#[from] tch::TchError),
+    /// A LAPACK operation failed.
+    #[error("linear algebra error: {0} (check the features for NaN/inf or use Ledoit-Wolf shrinkage)")]
+    Linalg(#[from] ndarray_linalg::error::LinalgError),
+    /// Training or scoring was stopped by the caller's callback.
+    #[error("stopped by the progress callback at step {step}")]
+    Stopped {
+        /// The step at which the stop was requested.
+        step: usize,
+    },
+}
+
+impl Error {
+    /// Shorthand for [`Error::InvalidParam`].
+    pub fn invalid_param(name: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::InvalidParam {
+            name: name.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Shorthand for [`Error::Io`].
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_the_parameter_and_the_fix() {
+        let e = Error::invalid_param("stride", "must be >= 1, got 0");
+        assert_eq!(e.to_string(), "invalid parameter `stride`: must be >= 1, got 0");
+        let e = Error::SingularCovariance {
+            reason: "leading minor 3 not positive".into(),
+        };
+        assert!(e.to_string().contains("use Ledoit-Wolf shrinkage or raise reg_covar"));
+        let e = Error::EmptyDataset {
+            path: "bottle/train/good".into(),
+        };
+        assert!(e.to_string().contains("bottle/train/good"));
+    }
+}

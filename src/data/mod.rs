@@ -1,0 +1,1 @@
+//! Image loading, datasets (MVTec layout, plain folders), masks and the embedded synthetic dataset.

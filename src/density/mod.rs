@@ -1,0 +1,1 @@
+//! One-class density estimators on learned features: Gaussian (Ledoit-Wolf / reg_covar) and KDE.

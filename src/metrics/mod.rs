@@ -1,0 +1,1 @@
+//! Evaluation metrics: image/pixel AUROC, AUPRO, F1-max.
