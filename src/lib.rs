@@ -13,3 +13,8 @@ pub mod metrics;
 pub mod model;
 
 pub use error::{Error, Result};
+
+/// The README's code blocks, compiled as doc tests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -1,0 +1,154 @@
+//! Loading images and masks from disk as RGB8 / binary masks, and resizing them.
+//!
+//! Any format the `image` crate decodes with the enabled features (PNG, JPEG, BMP, TIFF, GIF,
+//! WebP, PNM) is accepted; grey, grey+alpha, RGBA and 16-bit images all become RGB8 (alpha is
+//! dropped, 16-bit values are scaled to 8 bits). Images are resized with
+//! [`RESIZE_FILTER`] (bilinear with antialiasing, like torchvision's default `Resize`); masks with
+//! nearest neighbour and then binarised at 128.
+use crate::error::{Error, Result};
+use image::imageops::FilterType;
+use image::{GrayImage, ImageReader, RgbImage};
+use std::path::Path;
+
+/// The default square side images are resized to (the paper's 256×256 input).
+pub const DEFAULT_SIDE: u32 = 256;
+
+/// Filter used to resize images: `Triangle` (bilinear, antialiased when shrinking).
+pub const RESIZE_FILTER: FilterType = FilterType::Triangle;
+
+/// File extensions treated as images (case-insensitive). Everything else in a dataset folder
+/// (`.DS_Store`, `license.txt`, …) is ignored.
+pub const IMAGE_EXTENSIONS: &[&str] = &[
+    "png", "jpg", "jpeg", "bmp", "tif", "tiff", "gif", "webp", "pnm", "ppm", "pgm",
+];
+
+/// True when `path` has one of the [`IMAGE_EXTENSIONS`] and is not a hidden file.
+pub fn is_image_file(path: &Path) -> bool {
+    let hidden = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with('.'));
+    let ext_ok = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()));
+    ext_ok && !hidden && path.is_file()
+}
+
+fn decode(path: &Path) -> Result<image::DynamicImage> {
+    let reader = ImageReader::open(path).map_err(|e| Error::io(path, e))?;
+    // Guess from the content, not the extension: a JPEG saved as `.png` still loads, and a text
+    // file named `.png` is reported as undecodable.
+    let reader = reader
+        .with_guessed_format()
+        .map_err(|e| Error::io(path, e))?;
+    reader.decode().map_err(|source| Error::Image {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Loads an image file as RGB8 at its own size.
+pub fn load_rgb(path: impl AsRef<Path>) -> Result<RgbImage> {
+    Ok(decode(path.as_ref())?.to_rgb8())
+}
+
+/// Loads an image file as RGB8 and resizes it to `side`×`side` with [`RESIZE_FILTER`]
+/// (no resize when it already has that size).
+pub fn load_rgb_resized(path: impl AsRef<Path>, side: u32) -> Result<RgbImage> {
+    check_side(side)?;
+    Ok(resize_rgb(&load_rgb(path)?, side))
+}
+
+/// Resizes an RGB image to `side`×`side` with [`RESIZE_FILTER`]; returns a copy when the size
+/// already matches.
+pub fn resize_rgb(img: &RgbImage, side: u32) -> RgbImage {
+    if img.dimensions() == (side, side) {
+        return img.clone();
+    }
+    image::imageops::resize(img, side, side, RESIZE_FILTER)
+}
+
+/// Loads a mask file as a binary mask: 255 where the (grey-converted) value is ≥ 128, else 0.
+pub fn load_mask(path: impl AsRef<Path>) -> Result<GrayImage> {
+    Ok(binarize(&decode(path.as_ref())?.to_luma8()))
+}
+
+/// Resizes a mask to `side`×`side` with nearest-neighbour and keeps it binary (0/255).
+pub fn resize_mask(mask: &GrayImage, side: u32) -> GrayImage {
+    if mask.dimensions() == (side, side) {
+        return binarize(mask);
+    }
+    binarize(&image::imageops::resize(
+        mask,
+        side,
+        side,
+        FilterType::Nearest,
+    ))
+}
+
+/// Maps every value ≥ 128 to 255 and the rest to 0.
+pub fn binarize(mask: &GrayImage) -> GrayImage {
+    let mut out = mask.clone();
+    for p in out.pixels_mut() {
+        p.0[0] = if p.0[0] >= 128 { 255 } else { 0 };
+    }
+    out
+}
+
+/// Reads only the header of an image file and returns its `(width, height)`.
+pub fn image_size(path: impl AsRef<Path>) -> Result<(u32, u32)> {
+    let path = path.as_ref();
+    let reader = ImageReader::open(path)
+        .map_err(|e| Error::io(path, e))?
+        .with_guessed_format()
+        .map_err(|e| Error::io(path, e))?;
+    reader.into_dimensions().map_err(|source| Error::Image {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Writes an image atomically: encodes to a temporary file next to `path`, then renames it.
+/// The format follows the extension of `path`.
+pub fn save_atomic<P, C>(img: &image::ImageBuffer<P, C>, path: impl AsRef<Path>) -> Result<()>
+where
+    P: image::PixelWithColorType,
+    [P::Subpixel]: image::EncodableLayout,
+    C: std::ops::Deref<Target = [P::Subpixel]>,
+{
+    let path = path.as_ref();
+    let format = image::ImageFormat::from_path(path).map_err(|source| Error::Image {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let tmp = tmp_path(path);
+    img.save_with_format(&tmp, format)
+        .map_err(|source| Error::Image {
+            path: path.to_path_buf(),
+            source,
+        })
+        .and_then(|_| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
+}
+
+/// `dir/.name.tmp<pid>` beside `path`.
+pub(crate) fn tmp_path(path: &Path) -> std::path::PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp{}", std::process::id()))
+}
+
+pub(crate) fn check_side(side: u32) -> Result<()> {
+    if side < 8 {
+        return Err(Error::invalid_param(
+            "side",
+            format!("image side must be at least 8 pixels, got {side}"),
+        ));
+    }
+    Ok(())
+}
