@@ -3,8 +3,8 @@
 use super::ledoit_wolf::{empirical_covariance, ledoit_wolf};
 use super::{check_query, check_train, rows_f64, DensityEstimator, FittedEstimator};
 use crate::{Error, Result};
-use ndarray::{s, Array1, Array2, ArrayView2, Axis};
-use ndarray_linalg::{Cholesky, Diag, SolveTriangular, UPLO};
+use ndarray::{s, Array1, Array2, ArrayView2, Axis, ShapeBuilder};
+use ndarray_linalg::{Cholesky, Diag, SolveTriangularInplace, UPLO};
 use serde::{Deserialize, Serialize};
 
 /// Rows scored per block: bounds the temporary (block × dim) f64 buffers.
@@ -113,15 +113,15 @@ impl GaussianParams {
     }
 }
 
-/// A fitted Gaussian: mean μ, covariance Σ and the inverse Cholesky factor W = L⁻¹ (Σ = L Lᵀ),
-/// so that the squared Mahalanobis distance is ‖W (f − μ)‖².
+/// A fitted Gaussian: mean μ, covariance Σ and its lower Cholesky factor L (Σ = L Lᵀ); the
+/// squared Mahalanobis distance is ‖z‖² with L z = f − μ (a triangular solve, LAPACK `trtrs`).
 #[derive(Clone, Debug)]
 pub struct FittedGaussian {
     params: GaussianParams,
     mean: Array1<f64>,
     covariance: Array2<f64>,
-    /// L⁻¹, lower triangular (d × d).
-    whitening: Array2<f64>,
+    /// L, lower triangular (d × d), column-major so LAPACK uses it without a copy.
+    chol: Array2<f64>,
     shrinkage: Option<f64>,
     n_train: usize,
 }
@@ -167,12 +167,12 @@ impl FittedGaussian {
                 row: 0,
             });
         }
-        let whitening = inverse_cholesky(&covariance)?;
+        let chol = checked_cholesky(&covariance)?;
         Ok(FittedGaussian {
             params,
             mean,
             covariance,
-            whitening,
+            chol,
             shrinkage,
             n_train,
         })
@@ -206,18 +206,24 @@ impl FittedGaussian {
             let end = (start + SCORE_BLOCK).min(features.nrows());
             let mut x = rows_f64(features.slice(s![start..end, ..]), self.params.l2_normalize);
             x -= &self.mean;
-            // (b × d) · (d × d)ᵀ → b × d; row i is W (f_i − μ)
-            let z = x.dot(&self.whitening.t());
-            for (o, row) in out.slice_mut(s![start..end]).iter_mut().zip(z.outer_iter()) {
-                *o = row.dot(&row);
+            // (b × d) row-major → (d × b) column-major without a copy; solve L Z = (X − μ)ᵀ
+            let mut z = x.reversed_axes();
+            self.chol
+                .solve_triangular_inplace(UPLO::Lower, Diag::NonUnit, &mut z)?;
+            for (o, col) in out
+                .slice_mut(s![start..end])
+                .iter_mut()
+                .zip(z.axis_iter(Axis(1)))
+            {
+                *o = col.dot(&col);
             }
         }
         Ok(out)
     }
 }
 
-/// W = L⁻¹ for the lower Cholesky factor L of `cov`, with a singularity check.
-fn inverse_cholesky(cov: &Array2<f64>) -> Result<Array2<f64>> {
+/// The lower Cholesky factor L of `cov` (column-major), with a singularity check.
+fn checked_cholesky(cov: &Array2<f64>) -> Result<Array2<f64>> {
     let d = cov.nrows();
     let l = cov
         .cholesky(UPLO::Lower)
@@ -240,7 +246,9 @@ fn inverse_cholesky(cov: &Array2<f64>) -> Result<Array2<f64>> {
             ),
         });
     }
-    Ok(l.solve_triangular(UPLO::Lower, Diag::NonUnit, &Array2::eye(d))?)
+    let mut col_major = Array2::zeros((d, d).f());
+    col_major.assign(&l);
+    Ok(col_major)
 }
 
 impl FittedGaussian {

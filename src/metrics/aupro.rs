@@ -50,8 +50,9 @@ pub fn aupro(maps: &[ArrayView2<f32>], masks: &[ArrayView2<bool>], max_fpr: f64)
             .sum::<usize>();
     class_counts(n_normal, n_regions, "aupro")?;
 
-    let cutoff = cutoff_bucket(maps, masks, max_fpr, n_normal);
-    let mut packs = Vec::new();
+    let (cutoff, n_normal_kept) = cutoff_bucket(maps, masks, max_fpr, n_normal);
+    let n_defect = maps.iter().map(|m| m.len()).sum::<usize>() - n_normal;
+    let mut packs = Vec::with_capacity(n_normal_kept + n_defect);
     let mut offset = 0u32; // global id of region 1 of the current image, minus 1
     for (map, (lab, count)) in maps.iter().zip(&labels) {
         for (&s, &l) in map.iter().zip(lab.iter()) {
@@ -67,13 +68,13 @@ pub fn aupro(maps: &[ArrayView2<f32>], masks: &[ArrayView2<bool>], max_fpr: f64)
 }
 
 /// Highest histogram bucket such that the normal pixels in it and above reach FPR > `max_fpr`
-/// (one pixel of margin against rounding).
+/// (one pixel of margin against rounding), and how many normal pixels it keeps.
 fn cutoff_bucket(
     maps: &[ArrayView2<f32>],
     masks: &[ArrayView2<bool>],
     max_fpr: f64,
     n_normal: usize,
-) -> usize {
+) -> (usize, usize) {
     let mut hist = vec![0usize; HIST_BUCKETS];
     for (map, mask) in maps.iter().zip(masks) {
         for (&s, &m) in map.iter().zip(mask.iter()) {
@@ -87,10 +88,10 @@ fn cutoff_bucket(
     for b in (0..HIST_BUCKETS).rev() {
         acc += hist[b];
         if acc >= need {
-            return b;
+            return (b, acc);
         }
     }
-    0
+    (0, acc)
 }
 
 /// Walks the ascending-sorted (key, region id) packs from the highest score down and integrates

@@ -20,7 +20,8 @@ pub fn pixel_auroc(maps: &[ArrayView2<f32>], masks: &[ArrayView2<bool>]) -> Resu
         .iter()
         .zip(masks)
         .flat_map(|(map, mask)| map.iter().copied().zip(mask.iter().copied()));
-    let (mut neg, mut pos) = split_keys(pixels);
+    let total = maps.iter().map(|m| m.len()).sum();
+    let (mut neg, mut pos) = split_keys(pixels, total);
     class_counts(neg.len(), pos.len(), "pixel_auroc")?;
     radix_sort(&mut neg);
     radix_sort(&mut pos);

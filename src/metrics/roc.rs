@@ -48,7 +48,10 @@ impl RocCurve {
 /// ```
 pub fn roc_auc(scores: &[f32], labels: &[bool]) -> Result<f64> {
     check_scores(scores, labels, "roc_auc")?;
-    let (mut neg, mut pos) = split_keys(scores.iter().copied().zip(labels.iter().copied()));
+    let (mut neg, mut pos) = split_keys(
+        scores.iter().copied().zip(labels.iter().copied()),
+        scores.len(),
+    );
     class_counts(neg.len(), pos.len(), "roc_auc")?;
     radix_sort(&mut neg);
     radix_sort(&mut pos);
@@ -56,8 +59,13 @@ pub fn roc_auc(scores: &[f32], labels: &[bool]) -> Result<f64> {
 }
 
 /// Splits scores into (normal keys, anomalous keys), unsorted.
-pub(crate) fn split_keys(it: impl Iterator<Item = (f32, bool)>) -> (Vec<u32>, Vec<u32>) {
-    let (mut neg, mut pos) = (Vec::new(), Vec::new());
+pub(crate) fn split_keys(
+    it: impl Iterator<Item = (f32, bool)> + Clone,
+    total: usize,
+) -> (Vec<u32>, Vec<u32>) {
+    let n_pos = it.clone().filter(|&(_, l)| l).count();
+    let mut neg = Vec::with_capacity(total.saturating_sub(n_pos));
+    let mut pos = Vec::with_capacity(n_pos);
     for (s, l) in it {
         if l {
             pos.push(key(s));

@@ -59,23 +59,26 @@ pub(crate) fn radix_sort<T: RadixKey>(v: &mut Vec<T>) {
         v.sort_by_key(|x| x.radix());
         return;
     }
+    // the three digit histograms in one read
+    let mut counts = vec![[0usize; BUCKETS]; 3];
+    for x in v.iter() {
+        let k = x.radix();
+        for (pass, c) in counts.iter_mut().enumerate() {
+            c[((k >> (pass as u32 * BITS)) as usize) & (BUCKETS - 1)] += 1;
+        }
+    }
     let mut scratch = vec![T::default(); v.len()];
     let mut src_is_v = true;
-    for pass in 0..3u32 {
-        let shift = pass * BITS;
-        let digit = |x: &T| ((x.radix() >> shift) as usize) & (BUCKETS - 1);
+    for (pass, counts) in counts.iter_mut().enumerate() {
+        if counts.contains(&v.len()) {
+            continue; // every element has the same digit: this pass would not move anything
+        }
+        let shift = pass as u32 * BITS;
         let (src, dst) = if src_is_v {
             (&v[..], &mut scratch[..])
         } else {
             (&scratch[..], &mut v[..])
         };
-        let mut counts = [0usize; BUCKETS];
-        for x in src {
-            counts[digit(x)] += 1;
-        }
-        if counts.contains(&src.len()) {
-            continue; // every element has the same digit: this pass would not move anything
-        }
         let mut offset = 0;
         for c in counts.iter_mut() {
             let n = *c;
@@ -83,7 +86,7 @@ pub(crate) fn radix_sort<T: RadixKey>(v: &mut Vec<T>) {
             offset += n;
         }
         for x in src {
-            let d = digit(x);
+            let d = ((x.radix() >> shift) as usize) & (BUCKETS - 1);
             dst[counts[d]] = *x;
             counts[d] += 1;
         }
