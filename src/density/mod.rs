@@ -10,7 +10,7 @@
 //! Everything here is plain Rust on `ndarray` + `ndarray-linalg` (no libtorch). The library picks
 //! no LAPACK backend; enable one of the crate's pass-through features (`openblas-system`, …).
 //!
-//! ```no_run
+//! ```
 //! use cutpaste::density::{Density, GaussianParams, Covariance};
 //! use ndarray::Array2;
 //! # fn main() -> cutpaste::Result<()> {

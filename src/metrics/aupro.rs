@@ -8,9 +8,9 @@
 //! FPR = `max_fpr` (linear interpolation at `max_fpr`) is divided by `max_fpr`.
 use super::components::label_components;
 use super::sort::{key, pack, radix_sort};
-use super::{check_maps, class_counts};
+use super::{check_maps, class_counts, PairSource, Pixels};
 use crate::{Error, Result};
-use ndarray::ArrayView2;
+use ndarray::{ArrayView2, Zip};
 
 /// Buckets (high 16 key bits) of the histogram that bounds which pixels need sorting.
 const HIST_BUCKETS: usize = 1 << 16;
@@ -36,31 +36,36 @@ pub fn aupro(maps: &[ArrayView2<f32>], masks: &[ArrayView2<bool>], max_fpr: f64)
     // 1/size of every region, indexed by a global region id (0 = normal pixel)
     let mut inv_size = vec![0.0f64];
     let mut labels = Vec::with_capacity(masks.len());
-    for mask in masks {
-        let c = label_components(*mask);
+    #[cfg(feature = "parallel")]
+    let components: Vec<_> = {
+        use rayon::prelude::*;
+        masks.par_iter().map(|m| label_components(*m)).collect()
+    };
+    #[cfg(not(feature = "parallel"))]
+    let components: Vec<_> = masks.iter().map(|m| label_components(*m)).collect();
+    for c in components {
         inv_size.extend(c.sizes.iter().map(|&s| 1.0 / s as f64));
         let count = c.count() as u32;
         labels.push((c.labels, count));
     }
     let n_regions = inv_size.len() - 1;
-    let n_normal = maps.iter().map(|m| m.len()).sum::<usize>()
-        - masks
-            .iter()
-            .map(|m| m.iter().filter(|&&v| v).count())
-            .sum::<usize>();
+    let n_defect = masks
+        .iter()
+        .map(|m| m.fold(0usize, |n, &v| n + usize::from(v)))
+        .sum::<usize>();
+    let n_normal = maps.iter().map(|m| m.len()).sum::<usize>() - n_defect;
     class_counts(n_normal, n_regions, "aupro")?;
 
     let (cutoff, n_normal_kept) = cutoff_bucket(maps, masks, max_fpr, n_normal);
-    let n_defect = maps.iter().map(|m| m.len()).sum::<usize>() - n_normal;
     let mut packs = Vec::with_capacity(n_normal_kept + n_defect);
     let mut offset = 0u32; // global id of region 1 of the current image, minus 1
     for (map, (lab, count)) in maps.iter().zip(&labels) {
-        for (&s, &l) in map.iter().zip(lab.iter()) {
+        Zip::from(map).and(lab).for_each(|&s, &l| {
             let k = key(s);
             if (k >> 16) as usize >= cutoff {
                 packs.push(pack(k, if l == 0 { 0 } else { offset + l }));
             }
-        }
+        });
         offset += count;
     }
     radix_sort(&mut packs);
@@ -76,13 +81,11 @@ fn cutoff_bucket(
     n_normal: usize,
 ) -> (usize, usize) {
     let mut hist = vec![0usize; HIST_BUCKETS];
-    for (map, mask) in maps.iter().zip(masks) {
-        for (&s, &m) in map.iter().zip(mask.iter()) {
-            if !m {
-                hist[(key(s) >> 16) as usize] += 1;
-            }
+    Pixels { maps, masks }.for_each(|s, defect| {
+        if !defect {
+            hist[(key(s) >> 16) as usize] += 1;
         }
-    }
+    });
     let need = ((max_fpr * n_normal as f64).ceil() as usize + 1).min(n_normal);
     let mut acc = 0;
     for b in (0..HIST_BUCKETS).rev() {

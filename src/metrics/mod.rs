@@ -34,7 +34,44 @@ pub use pixel::pixel_auroc;
 pub use roc::{per_type_auroc, roc_auc, roc_curve, RocCurve};
 
 use crate::{Error, Result};
-use ndarray::ArrayView2;
+use ndarray::{ArrayView2, Zip};
+
+/// Visits (score, is-anomalous) pairs by internal iteration (inlined tight loops; an external
+/// iterator over 2-D views is several times slower).
+pub(crate) trait PairSource {
+    /// Calls `f` on every pair, in a fixed order.
+    fn for_each<F: FnMut(f32, bool)>(&self, f: F);
+}
+
+impl PairSource for (&[f32], &[bool]) {
+    fn for_each<F: FnMut(f32, bool)>(&self, mut f: F) {
+        for (&s, &l) in self.0.iter().zip(self.1) {
+            f(s, l);
+        }
+    }
+}
+
+/// Every pixel of every map with its mask value (shapes already checked equal).
+pub(crate) struct Pixels<'a, 'm, 'k> {
+    pub(crate) maps: &'a [ArrayView2<'m, f32>],
+    pub(crate) masks: &'a [ArrayView2<'k, bool>],
+}
+
+impl PairSource for Pixels<'_, '_, '_> {
+    fn for_each<F: FnMut(f32, bool)>(&self, mut f: F) {
+        for (map, mask) in self.maps.iter().zip(self.masks) {
+            Zip::from(map).and(mask).for_each(|&s, &l| f(s, l));
+        }
+    }
+}
+
+/// First row of `map` holding NaN/inf.
+fn first_non_finite_row(map: &ArrayView2<f32>) -> Option<usize> {
+    map.rows().into_iter().position(|r| match r.as_slice() {
+        Some(r) => !r.iter().all(|v| v.is_finite()),
+        None => !r.iter().all(|v| v.is_finite()),
+    })
+}
 
 /// Lengths equal, at least one sample, all scores finite.
 pub(crate) fn check_scores(scores: &[f32], labels: &[bool], what: &str) -> Result<()> {
@@ -101,10 +138,7 @@ pub(crate) fn check_maps(
                 });
             }
         }
-        if let Some(row) = map
-            .outer_iter()
-            .position(|r| r.iter().any(|v| !v.is_finite()))
-        {
+        if let Some(row) = first_non_finite_row(map) {
             return Err(Error::NonFinite {
                 what: format!("{what}: anomaly map {i}"),
                 row,

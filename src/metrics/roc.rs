@@ -1,10 +1,11 @@
 //! ROC AUC and ROC curve, with ties handled exactly as `sklearn.metrics.roc_auc_score` /
 //! `roc_curve` do (a tie between a normal and an anomalous sample counts one half).
 //!
-//! The AUC is computed exactly as the Mann–Whitney statistic in integer arithmetic from the two
-//! sorted score sets: AUC = #{(a, n): s_a > s_n} + ½·#{(a, n): s_a = s_n}, divided by A·N.
+//! The AUC is computed exactly as the Mann–Whitney statistic in integer arithmetic:
+//! AUC = (#{(a, n): s_a > s_n} + ½·#{(a, n): s_a = s_n}) / (A·N), by radix-sorting both classes
+//! and merging.
 use super::sort::{key, pack, radix_sort, unkey};
-use super::{check_scores, class_counts};
+use super::{check_scores, class_counts, PairSource};
 use crate::{Error, Result};
 use std::collections::BTreeMap;
 
@@ -48,36 +49,34 @@ impl RocCurve {
 /// ```
 pub fn roc_auc(scores: &[f32], labels: &[bool]) -> Result<f64> {
     check_scores(scores, labels, "roc_auc")?;
-    let (mut neg, mut pos) = split_keys(
-        scores.iter().copied().zip(labels.iter().copied()),
-        scores.len(),
-    );
-    class_counts(neg.len(), pos.len(), "roc_auc")?;
+    auc_pairs(&(scores, labels), "roc_auc")
+}
+
+/// Exact AUC over the (score, is-anomalous) pairs of `pairs` (scores already checked finite):
+/// both classes' keys are radix-sorted, then merged. Memory: 4 B per pair plus the sort's
+/// scratch copy of the larger class.
+pub(crate) fn auc_pairs(pairs: &impl PairSource, what: &str) -> Result<f64> {
+    let (mut n, mut n_pos) = (0usize, 0usize);
+    pairs.for_each(|_, l| {
+        n += 1;
+        n_pos += usize::from(l);
+    });
+    class_counts(n - n_pos, n_pos, what)?;
+    let (mut neg, mut pos) = (Vec::with_capacity(n - n_pos), Vec::with_capacity(n_pos));
+    pairs.for_each(|s, l| {
+        if l {
+            pos.push(key(s))
+        } else {
+            neg.push(key(s))
+        }
+    });
     radix_sort(&mut neg);
     radix_sort(&mut pos);
     Ok(auc_sorted(&neg, &pos))
 }
 
-/// Splits scores into (normal keys, anomalous keys), unsorted.
-pub(crate) fn split_keys(
-    it: impl Iterator<Item = (f32, bool)> + Clone,
-    total: usize,
-) -> (Vec<u32>, Vec<u32>) {
-    let n_pos = it.clone().filter(|&(_, l)| l).count();
-    let mut neg = Vec::with_capacity(total.saturating_sub(n_pos));
-    let mut pos = Vec::with_capacity(n_pos);
-    for (s, l) in it {
-        if l {
-            pos.push(key(s));
-        } else {
-            neg.push(key(s));
-        }
-    }
-    (neg, pos)
-}
-
 /// Exact AUC from ascending-sorted normal (`neg`) and anomalous (`pos`) keys; both non-empty.
-pub(crate) fn auc_sorted(neg: &[u32], pos: &[u32]) -> f64 {
+fn auc_sorted(neg: &[u32], pos: &[u32]) -> f64 {
     let (mut lo, mut hi, mut i) = (0usize, 0usize, 0usize);
     let mut twice: u128 = 0; // 2·#(pos > neg) + #(pos = neg)
     while i < pos.len() {
