@@ -49,14 +49,18 @@ pub fn aupro(maps: &[ArrayView2<f32>], masks: &[ArrayView2<bool>], max_fpr: f64)
         labels.push((c.labels, count));
     }
     let n_regions = inv_size.len() - 1;
-    let n_defect = masks
-        .iter()
-        .map(|m| m.fold(0usize, |n, &v| n + usize::from(v)))
-        .sum::<usize>();
-    let n_normal = maps.iter().map(|m| m.len()).sum::<usize>() - n_defect;
+    // histogram of the normal pixels' keys (high 16 bits)
+    let mut hist = vec![0usize; HIST_BUCKETS];
+    Pixels { maps, masks }.for_each(|s, defect| {
+        if !defect {
+            hist[(key(s) >> 16) as usize] += 1;
+        }
+    });
+    let n_normal: usize = hist.iter().sum();
+    let n_defect = maps.iter().map(|m| m.len()).sum::<usize>() - n_normal;
     class_counts(n_normal, n_regions, "aupro")?;
 
-    let (cutoff, n_normal_kept) = cutoff_bucket(maps, masks, max_fpr, n_normal);
+    let (cutoff, n_normal_kept) = cutoff_bucket(&hist, max_fpr, n_normal);
     let mut packs = Vec::with_capacity(n_normal_kept + n_defect);
     let mut offset = 0u32; // global id of region 1 of the current image, minus 1
     for (map, (lab, count)) in maps.iter().zip(&labels) {
@@ -74,18 +78,7 @@ pub fn aupro(maps: &[ArrayView2<f32>], masks: &[ArrayView2<bool>], max_fpr: f64)
 
 /// Highest histogram bucket such that the normal pixels in it and above reach FPR > `max_fpr`
 /// (one pixel of margin against rounding), and how many normal pixels it keeps.
-fn cutoff_bucket(
-    maps: &[ArrayView2<f32>],
-    masks: &[ArrayView2<bool>],
-    max_fpr: f64,
-    n_normal: usize,
-) -> (usize, usize) {
-    let mut hist = vec![0usize; HIST_BUCKETS];
-    Pixels { maps, masks }.for_each(|s, defect| {
-        if !defect {
-            hist[(key(s) >> 16) as usize] += 1;
-        }
-    });
+fn cutoff_bucket(hist: &[usize], max_fpr: f64, n_normal: usize) -> (usize, usize) {
     let need = ((max_fpr * n_normal as f64).ceil() as usize + 1).min(n_normal);
     let mut acc = 0;
     for b in (0..HIST_BUCKETS).rev() {
