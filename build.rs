@@ -2,7 +2,8 @@
 //! so tests, examples and benches run with nothing exported. Skipped entirely with `doc-only`.
 use std::path::{Path, PathBuf};
 
-const FIX: &str = "run `bash scripts/setup.sh` from the crate root (it installs libtorch 2.11.0 from \
+const FIX: &str =
+    "run `bash scripts/setup.sh` from the crate root (it installs libtorch 2.11.0 from \
 the PyPI torch wheel into .venv/libtorch), or export LIBTORCH=<folder with lib/ and include/ of \
 libtorch 2.11>";
 

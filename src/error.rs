@@ -121,7 +121,9 @@ pub enum Error {
     #[error("libtorch error: {0}")]
     Torch(#[from] tch::TchError),
     /// A LAPACK operation failed.
-    #[error("linear algebra error: {0} (check the features for NaN/inf or use Ledoit-Wolf shrinkage)")]
+    #[error(
+        "linear algebra error: {0} (check the features for NaN/inf or use Ledoit-Wolf shrinkage)"
+    )]
     Linalg(#[from] ndarray_linalg::error::LinalgError),
     /// Training or scoring was stopped by the caller's callback.
     #[error("stopped by the progress callback at step {step}")]
@@ -156,11 +158,16 @@ mod tests {
     #[test]
     fn messages_name_the_parameter_and_the_fix() {
         let e = Error::invalid_param("stride", "must be >= 1, got 0");
-        assert_eq!(e.to_string(), "invalid parameter `stride`: must be >= 1, got 0");
+        assert_eq!(
+            e.to_string(),
+            "invalid parameter `stride`: must be >= 1, got 0"
+        );
         let e = Error::SingularCovariance {
             reason: "leading minor 3 not positive".into(),
         };
-        assert!(e.to_string().contains("use Ledoit-Wolf shrinkage or raise reg_covar"));
+        assert!(e
+            .to_string()
+            .contains("use Ledoit-Wolf shrinkage or raise reg_covar"));
         let e = Error::EmptyDataset {
             path: "bottle/train/good".into(),
         };
