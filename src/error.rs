@@ -121,7 +121,9 @@ pub enum Error {
     #[error("libtorch error: {0}")]
     Torch(#[from] tch::TchError),
     /// A LAPACK operation failed.
-    #[error("linear algebra error: {0} (check the features for NaN/inf or use Ledoit-Wolf shrinkage)")]
+    #[error(
+        "linear algebra error: {0} (check the features for NaN/inf or use Ledoit-Wolf shrinkage)"
+    )]
     Linalg(#[from] ndarray_linalg::error::LinalgError),
     /// Training or scoring was stopped by the caller's callback.
     #[error("stopped by the progress callback at step {step}")]
@@ -129,6 +131,35 @@ pub enum Error {
         /// The step at which the stop was requested.
         step: usize,
     },
+    /// A weights file's tensors do not match the network's variables.
+    #[error("weights file {path} does not match the network: {}; expected the network's names \
+             and shapes (torchvision `resnet18().state_dict()` names such as `conv1.weight` and \
+             `layer1.0.bn1.running_mean` for a backbone; `fc.*` and `*.num_batches_tracked` are \
+             ignored)", mismatch_summary(.missing, .unexpected, .mismatched))]
+    WeightsMismatch {
+        /// The weights file.
+        path: PathBuf,
+        /// Variables of the network the file lacks.
+        missing: Vec<String>,
+        /// Tensors in the file the network has no variable for.
+        unexpected: Vec<String>,
+        /// `name: file [shape], network [shape]` for every shape mismatch.
+        mismatched: Vec<String>,
+    },
+}
+
+/// "missing [a, b]; unexpected [c]; shape mismatch [d: …]", skipping empty lists.
+fn mismatch_summary(missing: &[String], unexpected: &[String], mismatched: &[String]) -> String {
+    [
+        ("missing", missing),
+        ("unexpected", unexpected),
+        ("shape mismatch", mismatched),
+    ]
+    .iter()
+    .filter(|(_, v)| !v.is_empty())
+    .map(|(what, v)| format!("{what} [{}]", v.join(", ")))
+    .collect::<Vec<_>>()
+    .join("; ")
 }
 
 impl Error {
@@ -156,11 +187,16 @@ mod tests {
     #[test]
     fn messages_name_the_parameter_and_the_fix() {
         let e = Error::invalid_param("stride", "must be >= 1, got 0");
-        assert_eq!(e.to_string(), "invalid parameter `stride`: must be >= 1, got 0");
+        assert_eq!(
+            e.to_string(),
+            "invalid parameter `stride`: must be >= 1, got 0"
+        );
         let e = Error::SingularCovariance {
             reason: "leading minor 3 not positive".into(),
         };
-        assert!(e.to_string().contains("use Ledoit-Wolf shrinkage or raise reg_covar"));
+        assert!(e
+            .to_string()
+            .contains("use Ledoit-Wolf shrinkage or raise reg_covar"));
         let e = Error::EmptyDataset {
             path: "bottle/train/good".into(),
         };

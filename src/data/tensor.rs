@@ -104,7 +104,11 @@ pub fn images_to_tensor(
 /// normalisation, clamps to `[0, 255]` and rounds.
 pub fn tensor_to_image(t: &tch::Tensor, norm: &Normalization) -> Result<RgbImage> {
     norm.check()?;
-    let t = if t.dim() == 4 { t.f_squeeze_dim(0)? } else { t.shallow_clone() };
+    let t = if t.dim() == 4 {
+        t.f_squeeze_dim(0)?
+    } else {
+        t.shallow_clone()
+    };
     let size = t.size();
     if size.len() != 3 || size[0] != 3 {
         return Err(Error::invalid_param(
@@ -174,7 +178,8 @@ mod tests {
     #[test]
     fn tensor_roundtrip_is_exact() {
         let img = RgbImage::from_fn(5, 3, |x, y| image::Rgb([(x * 40) as u8, (y * 80) as u8, 7]));
-        let t = images_to_tensor(&[img.clone()], &Normalization::IMAGENET, tch::Device::Cpu).unwrap();
+        let t =
+            images_to_tensor(&[img.clone()], &Normalization::IMAGENET, tch::Device::Cpu).unwrap();
         assert_eq!(t.size(), vec![1, 3, 3, 5]);
         let back = tensor_to_image(&t, &Normalization::IMAGENET).unwrap();
         assert_eq!(back, img);
