@@ -18,16 +18,25 @@ impl Init {
         }
     }
 
+    /// `n` uniform samples in [0, 1) with 24 random bits each, drawn in one bulk call.
+    fn unit(&mut self, n: usize) -> Vec<f32> {
+        let mut bits = vec![0u32; n];
+        self.rng.fill(&mut bits[..]);
+        bits.into_iter()
+            .map(|b| (b >> 8) as f32 * (1.0 / (1u32 << 24) as f32))
+            .collect()
+    }
+
     /// `n` samples of N(0, std²) (Box–Muller).
     fn normal(&mut self, n: usize, std: f64) -> Vec<f32> {
+        let u = self.unit(n + n % 2);
+        let std = std as f32;
         let mut out = Vec::with_capacity(n + 1);
-        while out.len() < n {
-            let u1: f64 = 1.0 - self.rng.random::<f64>(); // (0, 1]
-            let u2: f64 = self.rng.random::<f64>();
-            let r = (-2.0 * u1.ln()).sqrt() * std;
-            let a = std::f64::consts::TAU * u2;
-            out.push((r * a.cos()) as f32);
-            out.push((r * a.sin()) as f32);
+        for pair in u.chunks_exact(2) {
+            let r = (-2.0 * (1.0 - pair[0]).ln()).sqrt() * std; // 1 − u ∈ (0, 1]
+            let (s, c) = (std::f32::consts::TAU * pair[1]).sin_cos();
+            out.push(r * c);
+            out.push(r * s);
         }
         out.truncate(n);
         out
@@ -35,8 +44,10 @@ impl Init {
 
     /// `n` samples of U(-bound, bound).
     fn uniform(&mut self, n: usize, bound: f64) -> Vec<f32> {
-        (0..n)
-            .map(|_| ((self.rng.random::<f64>() * 2.0 - 1.0) * bound) as f32)
+        let bound = bound as f32;
+        self.unit(n)
+            .into_iter()
+            .map(|u| (u * 2.0 - 1.0) * bound)
             .collect()
     }
 }
