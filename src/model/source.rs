@@ -36,16 +36,18 @@ impl<F: FnMut(usize) -> Result<Batch> + Send> BatchSource for F {
     }
 }
 
-/// A toy two-class task for tests, examples and benchmarks, standing in for the real
-/// augmentations: label 0 is a source image as is, label 1 the same image with a rectangle cut
-/// from it and pasted elsewhere (CutPaste without colour jitter; area 2–15 % of the image,
-/// aspect ratio log-uniform in [0.3, 3.3]). Each step draws `batch_images` source images, so a
-/// batch has `2 × batch_images` views.
+/// A toy task for tests, examples and benchmarks, standing in for the real augmentations:
+/// label 0 is a source image as is, label 1 the same image with a rectangle cut from it and
+/// pasted elsewhere (CutPaste without colour jitter; area 2–15 % of the image, aspect ratio
+/// log-uniform in [0.3, 3.3]) and, with [`ToySource::three_way`], label 2 the image with a thin
+/// unrotated strip (2–16 × 10–25 px) cut and pasted (Scar without rotation or jitter). Each step
+/// draws `batch_images` source images, so a batch has 2 (or 3) × `batch_images` views.
 #[derive(Debug, Clone)]
 pub struct ToySource {
     images: Vec<RgbImage>,
     batch_images: usize,
     seed: u64,
+    three_way: bool,
 }
 
 impl ToySource {
@@ -78,7 +80,23 @@ impl ToySource {
             images,
             batch_images,
             seed,
+            three_way: false,
         })
+    }
+
+    /// Adds the third, scar-like class (labels 0, 1, 2: the 3-way task's batch shape).
+    pub fn three_way(mut self) -> Self {
+        self.three_way = true;
+        self
+    }
+
+    /// Number of classes of the labels it produces (2, or 3 with [`Self::three_way`]).
+    pub fn num_classes(&self) -> i64 {
+        if self.three_way {
+            3
+        } else {
+            2
+        }
     }
 
     /// `n` synthetic `size`×`size` images: smooth colour gradients with a few blobs, seeded.
@@ -102,13 +120,24 @@ impl ToySource {
             .collect()
     }
 
-    /// Cuts a random rectangle from `img` and pastes it at another random place (in place).
-    fn cut_paste(img: &mut RgbImage, rng: &mut ChaCha8Rng) {
+    /// Cuts a random rectangle from `img` and pastes it at another random place (in place):
+    /// CutPaste-sized, or a thin scar-sized strip when `scar`.
+    fn cut_paste(img: &mut RgbImage, rng: &mut ChaCha8Rng, scar: bool) {
         let (w, h) = img.dimensions();
-        let area = rng.random_range(0.02..0.15) * (w * h) as f64;
-        let aspect = (rng.random_range(0.3f64.ln()..(1.0f64 / 0.3).ln())).exp();
-        let pw = ((area * aspect).sqrt().round() as u32).clamp(1, w - 1);
-        let ph = ((area / aspect).sqrt().round() as u32).clamp(1, h - 1);
+        let (pw, ph) = if scar {
+            let (a, b) = (rng.random_range(2..=16u32), rng.random_range(10..=25u32));
+            if rng.random::<bool>() {
+                (a, b)
+            } else {
+                (b, a)
+            }
+        } else {
+            let area = rng.random_range(0.02..0.15) * (w * h) as f64;
+            let aspect = (rng.random_range(0.3f64.ln()..(1.0f64 / 0.3).ln())).exp();
+            let pw = (area * aspect).sqrt().round() as u32;
+            (pw, (area / aspect).sqrt().round() as u32)
+        };
+        let (pw, ph) = (pw.clamp(1, w - 1), ph.clamp(1, h - 1));
         let (sx, sy) = (rng.random_range(0..=w - pw), rng.random_range(0..=h - ph));
         let (dx, dy) = (rng.random_range(0..=w - pw), rng.random_range(0..=h - ph));
         let patch = imageops::crop_imm(img, sx, sy, pw, ph).to_image();
@@ -125,11 +154,15 @@ impl BatchSource for ToySource {
         for _ in 0..self.batch_images {
             let img = &self.images[rng.random_range(0..self.images.len())];
             let mut cp = img.clone();
-            Self::cut_paste(&mut cp, &mut rng);
-            batch.images.push(img.clone());
-            batch.labels.push(0);
-            batch.images.push(cp);
-            batch.labels.push(1);
+            Self::cut_paste(&mut cp, &mut rng, false);
+            batch.images.extend([img.clone(), cp]);
+            batch.labels.extend([0, 1]);
+            if self.three_way {
+                let mut scar = img.clone();
+                Self::cut_paste(&mut scar, &mut rng, true);
+                batch.images.push(scar);
+                batch.labels.push(2);
+            }
         }
         Ok(batch)
     }
@@ -219,6 +252,9 @@ mod tests {
         assert_eq!(a5.images, b5.images);
         assert_eq!(a5.labels, vec![0, 1, 0, 1, 0, 1, 0, 1]);
         assert_ne!(a.batch(7).unwrap().images, a5.images);
+        let mut three = a.clone().three_way();
+        assert_eq!(three.num_classes(), 3);
+        assert_eq!(three.batch(0).unwrap().labels, [0, 1, 2].repeat(4));
         // Most pasted views differ from their source (a paste onto itself is possible but rare).
         let changed = a5.images.chunks(2).filter(|p| p[0] != p[1]).count();
         assert!(changed >= 3, "{changed}");
