@@ -166,7 +166,7 @@ impl ResNet18 {
 /// Rejects anything but a non-empty `[N, 3, H, W]` batch with a message saying what to pass.
 fn check_input(x: &Tensor) -> Result<()> {
     let size = x.size();
-    if size.len() != 4 || size[1] != 3 || size.iter().any(|&s| s == 0) {
+    if size.len() != 4 || size[1] != 3 || size.contains(&0) {
         return Err(Error::invalid_param(
             "images",
             format!(
