@@ -1,5 +1,6 @@
 //! Build script: checks that libtorch 2.11.x is where `LIBTORCH` points and adds an rpath to it,
-//! so tests, examples and benches run with nothing exported. Skipped entirely with `doc-only`.
+//! so tests, examples and benches run with nothing exported, and compiles the small autocast shim
+//! `csrc/autocast.cpp`. Skipped entirely with `doc-only`.
 use std::path::{Path, PathBuf};
 
 const FIX: &str =
@@ -43,6 +44,25 @@ fn main() {
         println!("cargo:rustc-link-search=native={}", lib.display());
         println!("cargo:rustc-link-lib=dylib:-as-needed=torch_cuda");
     }
+    compile_autocast_shim(&libtorch);
+}
+
+/// Compiles `csrc/autocast.cpp`, the few libtorch calls that switch CPU (and CUDA) autocast on
+/// and off, which tch's C API lacks (see `src/model/precision.rs`). It includes only c10 headers,
+/// so it compiles in about a second.
+fn compile_autocast_shim(libtorch: &Path) {
+    println!("cargo:rerun-if-changed=csrc/autocast.cpp");
+    println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
+    // The PyPI wheels and the cxx11 libtorch zips use the new ABI; torch-sys reads the same
+    // variable with the same default.
+    let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_string());
+    cc::Build::new()
+        .cpp(true)
+        .file("csrc/autocast.cpp")
+        .include(libtorch.join("include"))
+        .flag("-std=c++17")
+        .define("_GLIBCXX_USE_CXX11_ABI", abi.as_str())
+        .compile("cutpaste_autocast");
 }
 
 /// Version from `build-version` (libtorch zip) or `version.py` (PyPI wheel).

@@ -131,6 +131,35 @@ pub enum Error {
         /// The step at which the stop was requested.
         step: usize,
     },
+    /// A weights file's tensors do not match the network's variables.
+    #[error("weights file {path} does not match the network: {}; expected the network's names \
+             and shapes (torchvision `resnet18().state_dict()` names such as `conv1.weight` and \
+             `layer1.0.bn1.running_mean` for a backbone; `fc.*` and `*.num_batches_tracked` are \
+             ignored)", mismatch_summary(.missing, .unexpected, .mismatched))]
+    WeightsMismatch {
+        /// The weights file.
+        path: PathBuf,
+        /// Variables of the network the file lacks.
+        missing: Vec<String>,
+        /// Tensors in the file the network has no variable for.
+        unexpected: Vec<String>,
+        /// `name: file [shape], network [shape]` for every shape mismatch.
+        mismatched: Vec<String>,
+    },
+}
+
+/// "missing [a, b]; unexpected [c]; shape mismatch [d: …]", skipping empty lists.
+fn mismatch_summary(missing: &[String], unexpected: &[String], mismatched: &[String]) -> String {
+    [
+        ("missing", missing),
+        ("unexpected", unexpected),
+        ("shape mismatch", mismatched),
+    ]
+    .iter()
+    .filter(|(_, v)| !v.is_empty())
+    .map(|(what, v)| format!("{what} [{}]", v.join(", ")))
+    .collect::<Vec<_>>()
+    .join("; ")
 }
 
 impl Error {

@@ -1,1 +1,48 @@
 //! ResNet-18 backbone, MLP head, classifier and the self-supervised training loop (libtorch).
+//!
+//! * [`ResNet18`]: typed backbone with torchvision parameter names, pooled 512-d features and the
+//!   `layer2`–`layer4` maps ([`FeatureMaps`]); BatchNorm train/eval mode per call.
+//! * [`MlpHead`] / [`HeadConfig`]: the head of PAPER.md (**[our choice]** depth and width).
+//! * [`Classifier`]: backbone + head + their [`tch::nn::VarStore`], random init from a seed
+//!   (the paper trains from scratch) or a pretrained backbone from a torchvision-named
+//!   safetensors file ([`Classifier::load_backbone`]); precision and layout via [`FastPath`].
+//! * [`train`]: the training loop (SGD 0.03 / 0.9 / 3e-5, cosine to 0), fed by a
+//!   [`BatchSource`] on a background thread, reporting [`Progress`] to a callback, with atomic,
+//!   resumable checkpoints.
+//!
+//! ```no_run
+//! use cutpaste::model::{train, Classifier, ClassifierConfig, Control, ToySource, TrainParams};
+//! # fn main() -> cutpaste::Result<()> {
+//! let device = tch::Device::Cpu;
+//! let mut clf = Classifier::new(&ClassifierConfig::new(2, device), device, 0)?;
+//! let mut source = ToySource::new(ToySource::synthetic_images(16, 64, 0), 8, 0)?;
+//! let params = TrainParams::paper().steps(100);
+//! let report = train(&mut clf, &mut source, &params, |p| {
+//!     log::info!("step {}/{} loss {:.3}", p.step, p.steps, p.loss);
+//!     Control::Continue
+//! })?;
+//! let features = clf.features(&tch::Tensor::zeros([1, 3, 64, 64], (tch::Kind::Float, device)))?;
+//! assert_eq!(features.size(), vec![1, 512]);
+//! # let _ = report; Ok(()) }
+//! ```
+mod checkpoint;
+mod classifier;
+mod head;
+mod io;
+mod layers;
+mod optim;
+mod precision;
+mod pretrained;
+mod resnet;
+mod source;
+mod train;
+
+pub use checkpoint::{CHECKPOINT_FORMAT, CHECKPOINT_VERSION, MOMENTUM_PREFIX};
+pub use classifier::{Classifier, ClassifierConfig, ClassifierOutput, HEAD_PREFIX};
+pub use head::{HeadConfig, HeadOutput, MlpHead};
+pub use optim::cosine_lr;
+pub use precision::{autocast_enabled, cpu_has_native_bf16, FastPath, Precision};
+pub use pretrained::is_ignorable_torchvision_key;
+pub use resnet::{FeatureMaps, ResNet18, FEATURE_DIM, RESNET18_PARAMS};
+pub use source::{Batch, BatchSource, ToySource};
+pub use train::{train, CheckpointPolicy, Control, Progress, TrainParams, TrainReport};

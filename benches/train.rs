@@ -1,0 +1,305 @@
+//! End-to-end training throughput and bf16-vs-fp32 loss curves (issue 4's benchmark).
+//!
+//! ```text
+//! cargo bench --bench train                        # release build; or, reusing the dev build:
+//! cargo bench --profile dev --bench train
+//! CUTPASTE_BENCH_MODE=curve CUTPASTE_BENCH_SIZES=64 CUTPASTE_BENCH_STEPS=200 \
+//!     cargo bench --profile dev --bench train
+//! ```
+//!
+//! `throughput` (default) prints one JSON line per configuration, each measured in its own
+//! process (so `peak_rss_mib` is that configuration's): for every size, ours in fp32, fp32 +
+//! channels-last and bf16 + channels-last, then the PyTorch reference
+//! `benches/reference/train_torch.py` (when `.venv/bin/python` can import torchvision) in fp32
+//! and in its faster precision. Batches are the 3-way shape, 32 source images × 3 views = 96, of
+//! the toy cut-paste task ([`cutpaste::model::ToySource`], mirrored in the reference) on
+//! `../shared/data/mvtec/bottle/train/good` resized once (synthetic images when absent).
+//! Throughput = views / wall time of a step, data feeding included; median over the timed steps
+//! after the warm-up. Sample line:
+//!
+//! ```text
+//! {"impl":"cutpaste","size":128,"precision":"Fp32","channels_last":true,"batch":96,"threads":2,"warmup":2,"steps":5,"images_per_sec_median":41.2,"step_seconds_median":2.33,"peak_rss_mib":1210.4,"data":"bottle","losses":[1.13,…]}
+//! ```
+//!
+//! `curve` trains fp32 and bf16 + channels-last from the same seed for `STEPS` steps and prints
+//! both loss curves and a comparison line (mean/max absolute difference of 10-step means).
+//!
+//! Environment: `CUTPASTE_BENCH_SIZES` (default `256,128`), `CUTPASTE_BENCH_STEPS` (timed steps,
+//! default 5), `CUTPASTE_BENCH_WARMUP` (default 2), `CUTPASTE_BENCH_CONFIGS` (default
+//! `fp32,fp32cl,bf16cl,ref-fp32,ref-bf16cl`), `CUTPASTE_BENCH_THREADS` (intra-op threads,
+//! default: all cores), `CUTPASTE_BENCH_DATA` (image folder), `CUTPASTE_BENCH_PYTHON` (default
+//! `.venv/bin/python`; `none` skips the reference).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+use cutpaste::model::{
+    train, Classifier, ClassifierConfig, Control, FastPath, HeadConfig, Precision, ToySource,
+    TrainParams,
+};
+use std::process::Command;
+use std::time::Duration;
+
+const BATCH_IMAGES: usize = 32;
+const DEFAULT_DATA: &str = "../shared/data/mvtec/bottle/train/good";
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    env_or(name, &default.to_string())
+        .parse()
+        .unwrap_or(default)
+}
+
+fn threads() -> usize {
+    let all = std::thread::available_parallelism().map_or(1, |n| n.get());
+    env_usize("CUTPASTE_BENCH_THREADS", all)
+}
+
+/// Source images resized to `size` once, and what they are.
+fn images(size: u32) -> (Vec<image::RgbImage>, &'static str) {
+    let dir = std::path::PathBuf::from(env_or("CUTPASTE_BENCH_DATA", DEFAULT_DATA));
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    paths.sort();
+    let imgs: Vec<_> = paths
+        .iter()
+        .filter_map(|p| image::open(p).ok())
+        .map(|im| {
+            im.resize_exact(size, size, image::imageops::FilterType::Triangle)
+                .to_rgb8()
+        })
+        .collect();
+    if imgs.is_empty() {
+        eprintln!(
+            "bench: no images in {} — using synthetic ones",
+            dir.display()
+        );
+        (ToySource::synthetic_images(64, size, 0), "synthetic")
+    } else {
+        (imgs, "bottle")
+    }
+}
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => 0.5 * (v[n / 2 - 1] + v[n / 2]),
+    }
+}
+
+/// One configuration, in this process: trains `warmup + steps` steps and prints one JSON line.
+fn child(size: u32, fast_path: FastPath, warmup: usize, steps: usize) {
+    tch::set_num_threads(threads() as i32);
+    let (imgs, data) = images(size);
+    let mut source = ToySource::new(imgs, BATCH_IMAGES, 0)
+        .expect("images")
+        .three_way();
+    let config = ClassifierConfig {
+        num_classes: 3,
+        head: HeadConfig::paper(),
+        fast_path,
+    };
+    let mut clf = Classifier::new(&config, tch::Device::Cpu, 0).expect("classifier");
+    // The paper's schedule (65,536 steps): the first steps run at lr ≈ 0.03.
+    let params = TrainParams::paper().seed(0);
+    let total = warmup + steps;
+    let mut times: Vec<Duration> = vec![];
+    let mut losses: Vec<f64> = vec![];
+    let result = train(&mut clf, &mut source, &params, |p| {
+        times.push(p.step_time);
+        losses.push(p.loss);
+        eprintln!(
+            "  step {} loss {:.4} {:.2}s",
+            p.step,
+            p.loss,
+            p.step_time.as_secs_f64()
+        );
+        if p.step >= total {
+            Control::Stop
+        } else {
+            Control::Continue
+        }
+    });
+    if let Err(e) = &result {
+        if !matches!(e, cutpaste::Error::Stopped { .. }) {
+            panic!("training failed: {e}");
+        }
+    }
+    let batch = (BATCH_IMAGES * 3) as f64;
+    let timed: Vec<f64> = times.iter().skip(warmup).map(|d| d.as_secs_f64()).collect();
+    let ips = median(timed.iter().map(|s| batch / s).collect());
+    let line = serde_json::json!({
+        "impl": "cutpaste", "size": size, "precision": format!("{:?}", fast_path.precision),
+        "channels_last": fast_path.channels_last, "batch": batch as usize, "threads": threads(),
+        "warmup": warmup, "steps": timed.len(), "images_per_sec_median": ips,
+        "step_seconds_median": median(timed), "peak_rss_mib": peak_rss_mib(), "data": data,
+        "losses": losses,
+        "loadavg": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
+    });
+    println!("{line}");
+}
+
+/// Runs this executable as a child for one configuration and forwards its JSON line.
+fn spawn(size: u32, fast: FastPath, warmup: usize, steps: usize) -> Option<serde_json::Value> {
+    let exe = std::env::current_exe().ok()?;
+    let prec = format!("{:?}", fast.precision);
+    let out = Command::new(exe)
+        .args([
+            "--child",
+            &size.to_string(),
+            &prec,
+            &fast.channels_last.to_string(),
+        ])
+        .args([warmup.to_string(), steps.to_string()])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().rev().find(|l| l.starts_with('{'))?;
+    println!("{line}");
+    serde_json::from_str(line).ok()
+}
+
+/// The PyTorch reference for one configuration (one JSON line), if Python with torchvision is
+/// there.
+fn reference(size: u32, bf16: bool, channels_last: bool, warmup: usize, steps: usize) {
+    let python = env_or("CUTPASTE_BENCH_PYTHON", ".venv/bin/python");
+    if python == "none" {
+        return;
+    }
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/benches/reference/train_torch.py"
+    );
+    let mut cmd = Command::new(&python);
+    cmd.arg(script)
+        .args(["--size", &size.to_string(), "--warmup", &warmup.to_string()])
+        .args([
+            "--steps",
+            &steps.to_string(),
+            "--threads",
+            &threads().to_string(),
+        ])
+        .args(["--data", &env_or("CUTPASTE_BENCH_DATA", DEFAULT_DATA)]);
+    if bf16 {
+        cmd.arg("--bf16");
+    }
+    if channels_last {
+        cmd.arg("--channels-last");
+    }
+    match cmd.stderr(std::process::Stdio::inherit()).output() {
+        Ok(out) if out.status.success() => print!("{}", String::from_utf8_lossy(&out.stdout)),
+        Ok(out) => eprintln!("bench: reference failed ({}); skipped", out.status),
+        Err(e) => eprintln!("bench: cannot run {python} ({e}); reference skipped"),
+    }
+}
+
+fn parse_child(args: &[String]) -> Option<(u32, FastPath, usize, usize)> {
+    let precision = match args.get(3)?.as_str() {
+        "Bf16" => Precision::Bf16,
+        _ => Precision::Fp32,
+    };
+    let fast = FastPath {
+        precision,
+        channels_last: args.get(4)? == "true",
+    };
+    Some((
+        args.get(2)?.parse().ok()?,
+        fast,
+        args.get(5)?.parse().ok()?,
+        args.get(6)?.parse().ok()?,
+    ))
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--child") {
+        let (size, fast, warmup, steps) = parse_child(&args).expect("child arguments");
+        return child(size, fast, warmup, steps);
+    }
+    let sizes: Vec<u32> = env_or("CUTPASTE_BENCH_SIZES", "256,128")
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let (warmup, steps) = (
+        env_usize("CUTPASTE_BENCH_WARMUP", 2),
+        env_usize("CUTPASTE_BENCH_STEPS", 5),
+    );
+    let bf16_cl = FastPath {
+        precision: Precision::Bf16,
+        channels_last: true,
+    };
+    let fp32_cl = FastPath {
+        precision: Precision::Fp32,
+        channels_last: true,
+    };
+    if env_or("CUTPASTE_BENCH_MODE", "throughput") == "curve" {
+        return curve(&sizes, steps);
+    }
+    let configs = env_or(
+        "CUTPASTE_BENCH_CONFIGS",
+        "fp32,fp32cl,bf16cl,ref-fp32,ref-bf16cl",
+    );
+    let want = |c: &str| configs.split(',').any(|x| x.trim() == c);
+    for &size in &sizes {
+        for (name, fast) in [
+            ("fp32", FastPath::FP32),
+            ("fp32cl", fp32_cl),
+            ("bf16cl", bf16_cl),
+        ] {
+            if want(name) {
+                spawn(size, fast, warmup, steps);
+            }
+        }
+        if want("ref-fp32") {
+            reference(size, false, false, warmup, steps);
+        }
+        if want("ref-bf16cl") {
+            reference(size, true, true, warmup, steps);
+        }
+    }
+}
+
+/// bf16 + channels-last vs fp32 from the same seed: loss curves and their distance.
+fn curve(sizes: &[u32], steps: usize) {
+    let bf16_cl = FastPath {
+        precision: Precision::Bf16,
+        channels_last: true,
+    };
+    for &size in sizes {
+        let a = spawn(size, FastPath::FP32, 0, steps);
+        let b = spawn(size, bf16_cl, 0, steps);
+        let (Some(a), Some(b)) = (a, b) else { continue };
+        let curve = |v: &serde_json::Value| -> Vec<f64> {
+            let l: Vec<f64> = v["losses"]
+                .as_array()
+                .map_or(vec![], |a| a.iter().filter_map(|x| x.as_f64()).collect());
+            l.chunks(10)
+                .map(|c| c.iter().sum::<f64>() / c.len() as f64)
+                .collect()
+        };
+        let (ca, cb) = (curve(&a), curve(&b));
+        let diffs: Vec<f64> = ca.iter().zip(&cb).map(|(x, y)| (x - y).abs()).collect();
+        let line = serde_json::json!({
+            "compare": "bf16+channels_last vs fp32", "size": size, "steps": steps,
+            "fp32_10step_means": ca, "bf16_10step_means": cb,
+            "mean_abs_diff": diffs.iter().sum::<f64>() / diffs.len().max(1) as f64,
+            "max_abs_diff": diffs.iter().cloned().fold(0.0, f64::max),
+        });
+        println!("{line}");
+    }
+}

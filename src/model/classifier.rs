@@ -1,0 +1,175 @@
+//! The self-supervised classifier `g` of PAPER.md (ResNet-18 + MLP head) with its variables.
+use super::head::{check_num_classes, HeadConfig, MlpHead};
+use super::layers::{channels_last, Init};
+use super::precision::{Autocast, FastPath};
+use super::resnet::{FeatureMaps, ResNet18};
+use crate::error::Result;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use tch::{nn, Device, Kind, Tensor};
+
+/// Variable-name prefix of the head in the [`nn::VarStore`] (the backbone sits at the root, so
+/// its names are torchvision's).
+pub const HEAD_PREFIX: &str = "head";
+
+/// What a [`Classifier`] is made of.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassifierConfig {
+    /// Number of classes of the augmentation label set: 2 (binary), 3 (3-way), 4 (rotation).
+    pub num_classes: i64,
+    /// The MLP head.
+    pub head: HeadConfig,
+    /// Precision and memory layout of the forward pass.
+    pub fast_path: FastPath,
+}
+
+impl ClassifierConfig {
+    /// Default head, [`FastPath::auto`] for `device`.
+    pub fn new(num_classes: i64, device: Device) -> Self {
+        Self {
+            num_classes,
+            head: HeadConfig::paper(),
+            fast_path: FastPath::auto(device),
+        }
+    }
+}
+
+/// Everything one forward pass of the classifier produces.
+#[derive(Debug)]
+pub struct ClassifierOutput {
+    /// Backbone maps and pooled `[N, 512]` features.
+    pub maps: FeatureMaps,
+    /// `[N, embedding]` head embedding.
+    pub embedding: Tensor,
+    /// `[N, num_classes]` logits, fp32.
+    pub logits: Tensor,
+}
+
+/// ResNet-18 backbone + MLP head and the [`nn::VarStore`] holding their variables: backbone
+/// variables under torchvision's names (`conv1.weight`, `layer1.0.bn1.running_var`, …), head
+/// variables under `head.` (`head.hidden.0.linear.weight`, `head.embed.bias`, `head.out.weight`).
+#[derive(Debug)]
+pub struct Classifier {
+    vs: nn::VarStore,
+    backbone: ResNet18,
+    head: MlpHead,
+    config: ClassifierConfig,
+}
+
+impl Classifier {
+    /// Builds a randomly initialised classifier (from scratch, as in the paper) on `device`;
+    /// the same `seed` gives the same initial weights on every device.
+    pub fn new(config: &ClassifierConfig, device: Device, seed: u64) -> Result<Self> {
+        check_num_classes(config.num_classes)?;
+        config.head.check()?;
+        let vs = nn::VarStore::new(device);
+        let mut init = Init::new(seed);
+        let root = vs.root();
+        let backbone = ResNet18::with_init(&root, &mut init)?;
+        let head = MlpHead::with_init(
+            &(&root / HEAD_PREFIX),
+            &config.head,
+            config.num_classes,
+            &mut init,
+        )?;
+        let clf = Self {
+            vs,
+            backbone,
+            head,
+            config: config.clone(),
+        };
+        clf.apply_layout()?;
+        Ok(clf)
+    }
+
+    /// Converts the convolution weights to the configured memory layout (in place: the
+    /// VarStore sees the same tensors).
+    fn apply_layout(&self) -> Result<()> {
+        if self.config.fast_path.channels_last {
+            for w in self.backbone.conv_weights() {
+                let mut w = w.shallow_clone();
+                let cl = tch::no_grad(|| channels_last(&w))?;
+                w.f_set_data(&cl)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The configuration it was built with.
+    pub fn config(&self) -> &ClassifierConfig {
+        &self.config
+    }
+
+    /// The device its variables live on.
+    pub fn device(&self) -> Device {
+        self.vs.device()
+    }
+
+    /// The variable store (torchvision names for the backbone, `head.` for the head).
+    pub fn var_store(&self) -> &nn::VarStore {
+        &self.vs
+    }
+
+    /// The backbone alone.
+    pub fn backbone(&self) -> &ResNet18 {
+        &self.backbone
+    }
+
+    /// Changes precision and layout after construction (e.g. fp32 for feature extraction).
+    pub fn set_fast_path(&mut self, fast_path: FastPath) -> Result<()> {
+        self.config.fast_path = fast_path;
+        self.apply_layout()
+    }
+
+    /// All variables by name, sorted (trainable ones and BatchNorm running statistics).
+    pub fn named_variables(&self) -> BTreeMap<String, Tensor> {
+        self.vs.variables().into_iter().collect()
+    }
+
+    /// Trainable variables by name, sorted: the optimizer's parameters.
+    pub fn named_parameters(&self) -> BTreeMap<String, Tensor> {
+        self.vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect()
+    }
+
+    /// Moves the input to the device and layout the network expects.
+    fn prepare(&self, images: &Tensor) -> Result<Tensor> {
+        let x = images.f_to_device(self.device())?;
+        if self.config.fast_path.channels_last {
+            channels_last(&x)
+        } else {
+            Ok(x)
+        }
+    }
+
+    /// Runs backbone and head on an `[N, 3, H, W]` batch (see [`crate::data::images_to_tensor`])
+    /// in the configured precision and layout. `train` selects BatchNorm's mode (batch statistics
+    /// when `true`, running statistics for evaluation). Logits come back in fp32.
+    pub fn forward_t(&self, images: &Tensor, train: bool) -> Result<ClassifierOutput> {
+        let x = self.prepare(images)?;
+        let _autocast = Autocast::enter(self.device(), self.config.fast_path.precision)?;
+        let maps = self.backbone.forward_maps(&x, train)?;
+        let head = self.head.forward_t(&maps.pooled, train)?;
+        Ok(ClassifierOutput {
+            maps,
+            embedding: head.embedding,
+            logits: head.logits.f_to_kind(Kind::Float)?,
+        })
+    }
+
+    /// Pooled `[N, 512]` fp32 backbone features in evaluation mode, without gradients: the
+    /// representation the density estimators are fitted on (PAPER.md stage 2).
+    pub fn features(&self, images: &Tensor) -> Result<Tensor> {
+        let x = self.prepare(images)?;
+        tch::no_grad(|| {
+            let _autocast = Autocast::enter(self.device(), self.config.fast_path.precision)?;
+            self.backbone
+                .features(&x, false)?
+                .f_to_kind(Kind::Float)
+                .map_err(Into::into)
+        })
+    }
+}

@@ -1,0 +1,189 @@
+//! Numeric precision and memory layout of the forward pass (the CPU fast path of DESIGN.md).
+//!
+//! * [`Precision::Bf16`] runs the forward pass under libtorch **autocast** to bfloat16:
+//!   convolutions and matrix products compute in bf16, the weights stay fp32 ("master weights")
+//!   and so do the gradients the optimizer sees. tch's own `autocast` only switches CUDA, so the
+//!   CPU switch lives in a small C++ shim (`csrc/autocast.cpp`, compiled by `build.rs`).
+//! * Channels-last stores activations and convolution weights NHWC in memory, the layout oneDNN
+//!   (CPU) and cuDNN (GPU) convolutions are fastest with.
+//!
+//! [`FastPath::auto`] picks what is faster on the device at hand: on CPU, bf16 only where the
+//! processor computes it natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slower.
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::os::raw::c_int;
+use tch::Device;
+
+/// Arithmetic precision of the forward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Precision {
+    /// Everything in fp32.
+    Fp32,
+    /// bf16 autocast (mixed precision) with fp32 master weights.
+    Bf16,
+}
+
+/// Precision and memory layout of the network's forward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FastPath {
+    /// Arithmetic precision.
+    pub precision: Precision,
+    /// Keep convolution weights and activations channels-last (NHWC in memory).
+    pub channels_last: bool,
+}
+
+impl FastPath {
+    /// Plain fp32, default (NCHW) layout: the reference configuration.
+    pub const FP32: FastPath = FastPath {
+        precision: Precision::Fp32,
+        channels_last: false,
+    };
+
+    /// The faster configuration for `device`: channels-last everywhere; bf16 on CUDA and on CPUs
+    /// with native bf16 arithmetic (see [`cpu_has_native_bf16`]), fp32 elsewhere.
+    pub fn auto(device: Device) -> Self {
+        let bf16 = match device {
+            Device::Cpu => cpu_has_native_bf16(),
+            Device::Cuda(_) => true,
+            _ => false,
+        };
+        FastPath {
+            precision: if bf16 {
+                Precision::Bf16
+            } else {
+                Precision::Fp32
+            },
+            channels_last: true,
+        }
+    }
+}
+
+/// True when this x86-64 CPU has native bf16 dot products (AVX512-BF16, which every AMX CPU also
+/// has). Without it oneDNN emulates bf16 and mixed precision is slower than fp32.
+pub fn cpu_has_native_bf16() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+extern "C" {
+    fn cutpaste_autocast_enter(
+        device: c_int,
+        dtype: c_int,
+        prev_enabled: *mut c_int,
+        prev_dtype: *mut c_int,
+    ) -> c_int;
+    fn cutpaste_autocast_exit(device: c_int, prev_enabled: c_int, prev_dtype: c_int) -> c_int;
+    fn cutpaste_autocast_is_enabled(device: c_int) -> c_int;
+}
+
+/// `c10::ScalarType::BFloat16` (tch keeps its own code conversion private).
+const SCALAR_TYPE_BF16: c_int = 15;
+
+/// c10::DeviceType codes.
+fn device_code(device: Device) -> Result<c_int> {
+    match device {
+        Device::Cpu => Ok(0),
+        Device::Cuda(_) => Ok(1),
+        other => Err(Error::invalid_param(
+            "precision",
+            format!("bf16 autocast is supported on CPU and CUDA only, not {other:?}; use Precision::Fp32"),
+        )),
+    }
+}
+
+/// Autocast region for the calling thread: enabled on creation, restored on drop.
+#[derive(Debug)]
+pub(crate) struct Autocast {
+    device: c_int,
+    prev_enabled: c_int,
+    prev_dtype: c_int,
+}
+
+impl Autocast {
+    /// Enters a bf16 autocast region on `device` when `precision` is [`Precision::Bf16`];
+    /// returns `None` (nothing to undo) for fp32.
+    pub(crate) fn enter(device: Device, precision: Precision) -> Result<Option<Self>> {
+        if precision == Precision::Fp32 {
+            return Ok(None);
+        }
+        let code = device_code(device)?;
+        let (mut prev_enabled, mut prev_dtype) = (0, 0);
+        // SAFETY: plain C function writing two ints through valid pointers; exceptions are
+        // caught on the C++ side and reported as a non-zero return.
+        let rc = unsafe {
+            cutpaste_autocast_enter(code, SCALAR_TYPE_BF16, &mut prev_enabled, &mut prev_dtype)
+        };
+        if rc != 0 {
+            return Err(Error::invalid_param(
+                "precision",
+                "libtorch refused to enable bf16 autocast on this device; use Precision::Fp32",
+            ));
+        }
+        Ok(Some(Self {
+            device: code,
+            prev_enabled,
+            prev_dtype,
+        }))
+    }
+}
+
+impl Drop for Autocast {
+    fn drop(&mut self) {
+        // SAFETY: plain C function; exceptions are caught on the C++ side.
+        let rc = unsafe { cutpaste_autocast_exit(self.device, self.prev_enabled, self.prev_dtype) };
+        if rc != 0 {
+            log::warn!("leaving the autocast region failed; autocast state may be stale");
+        }
+    }
+}
+
+/// Whether autocast is on for `device` on the calling thread (for tests and diagnostics).
+pub fn autocast_enabled(device: Device) -> bool {
+    match device_code(device) {
+        // SAFETY: plain C function; exceptions are caught on the C++ side.
+        Ok(code) => unsafe { cutpaste_autocast_is_enabled(code) == 1 },
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Kind, Tensor};
+
+    #[test]
+    fn autocast_region_computes_matmul_in_bf16_and_restores_state() {
+        let a = Tensor::ones([4, 4], (Kind::Float, Device::Cpu));
+        assert!(!autocast_enabled(Device::Cpu));
+        {
+            let _outer = Autocast::enter(Device::Cpu, Precision::Bf16)
+                .unwrap()
+                .unwrap();
+            assert!(autocast_enabled(Device::Cpu));
+            assert_eq!(a.matmul(&a).kind(), Kind::BFloat16);
+            {
+                let _inner = Autocast::enter(Device::Cpu, Precision::Bf16).unwrap();
+            }
+            // The inner region restores the outer one's state, not "off".
+            assert!(autocast_enabled(Device::Cpu));
+        }
+        assert!(!autocast_enabled(Device::Cpu));
+        assert_eq!(a.matmul(&a).kind(), Kind::Float);
+        assert!(Autocast::enter(Device::Cpu, Precision::Fp32)
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn auto_is_channels_last_and_bf16_only_with_native_support() {
+        let f = FastPath::auto(Device::Cpu);
+        assert!(f.channels_last);
+        assert_eq!(f.precision == Precision::Bf16, cpu_has_native_bf16());
+    }
+}

@@ -1,0 +1,179 @@
+//! ResNet-18 (He et al. 2016) as a typed struct whose variables carry torchvision's
+//! `state_dict` names (`conv1.weight`, `bn1.running_mean`, `layer1.0.conv1.weight`,
+//! `layer2.0.downsample.0.weight`, …; the classifier `fc` is not part of the backbone).
+//!
+//! PAPER.md, "Training": the backbone is ResNet-18 trained from scratch; its global-average-pooled
+//! 512-d output is the representation the density estimator is fitted on.
+use super::layers::{BatchNorm, Conv2d, Init};
+use crate::error::{Error, Result};
+use tch::{nn, Tensor};
+
+/// Width of the pooled ResNet-18 feature vector.
+pub const FEATURE_DIM: i64 = 512;
+
+/// Number of ResNet-18 parameters without `fc` (trainable weights and biases, not BatchNorm
+/// running statistics): 11,176,512, as torchvision's `resnet18()` minus its 513,000 `fc` ones.
+pub const RESNET18_PARAMS: usize = 11_176_512;
+
+/// A torchvision `BasicBlock`: two 3×3 convolutions with a residual connection.
+#[derive(Debug)]
+struct BasicBlock {
+    conv1: Conv2d,
+    bn1: BatchNorm,
+    conv2: Conv2d,
+    bn2: BatchNorm,
+    /// `downsample.0` (1×1 conv) and `downsample.1` (BatchNorm) when the shape changes.
+    downsample: Option<(Conv2d, BatchNorm)>,
+}
+
+impl BasicBlock {
+    fn new(p: &nn::Path, init: &mut Init, c_in: i64, c_out: i64, stride: i64) -> Result<Self> {
+        let downsample = if stride != 1 || c_in != c_out {
+            let d = p / "downsample";
+            Some((
+                Conv2d::new(&(&d / "0"), init, (c_in, c_out, 1), stride, 0)?,
+                BatchNorm::new(&(&d / "1"), c_out)?,
+            ))
+        } else {
+            None
+        };
+        Ok(Self {
+            conv1: Conv2d::new(&(p / "conv1"), init, (c_in, c_out, 3), stride, 1)?,
+            bn1: BatchNorm::new(&(p / "bn1"), c_out)?,
+            conv2: Conv2d::new(&(p / "conv2"), init, (c_out, c_out, 3), 1, 1)?,
+            bn2: BatchNorm::new(&(p / "bn2"), c_out)?,
+            downsample,
+        })
+    }
+
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let y = self
+            .bn1
+            .forward_t(&self.conv1.forward(x)?, train)?
+            .f_relu()?;
+        let y = self.bn2.forward_t(&self.conv2.forward(&y)?, train)?;
+        let shortcut = match &self.downsample {
+            Some((conv, bn)) => bn.forward_t(&conv.forward(x)?, train)?,
+            None => x.shallow_clone(),
+        };
+        Ok(y.f_add(&shortcut)?.f_relu()?)
+    }
+}
+
+/// The outputs of one ResNet-18 forward pass that later stages use.
+///
+/// For an `[N, 3, H, W]` input: `layer2` is `[N, 128, H/8, W/8]`, `layer3` `[N, 256, H/16,
+/// W/16]`, `layer4` `[N, 512, H/32, W/32]` (sizes rounded up), `pooled` `[N, 512]`.
+#[derive(Debug)]
+pub struct FeatureMaps {
+    /// Output of `layer2` (stride 8).
+    pub layer2: Tensor,
+    /// Output of `layer3` (stride 16).
+    pub layer3: Tensor,
+    /// Output of `layer4` (stride 32), e.g. the GradCAM target layer.
+    pub layer4: Tensor,
+    /// Global-average-pooled `layer4`, `[N, 512]`: the representation of PAPER.md stage 2.
+    pub pooled: Tensor,
+}
+
+/// ResNet-18 backbone with torchvision parameter names, without `fc`.
+///
+/// Built under an [`nn::Path`] so that its variables in the [`nn::VarStore`] are named exactly as
+/// in torchvision's `resnet18().state_dict()` (relative to that path). Initialisation follows
+/// torchvision: Kaiming-normal (fan-out, ReLU) convolutions, BatchNorm weight 1 and bias 0,
+/// drawn from a seeded ChaCha8 stream, so the same seed gives the same weights on every device.
+#[derive(Debug)]
+pub struct ResNet18 {
+    conv1: Conv2d,
+    bn1: BatchNorm,
+    /// `layer1` … `layer4`, two blocks each.
+    layers: Vec<[BasicBlock; 2]>,
+}
+
+impl ResNet18 {
+    /// Creates the backbone's variables under `p`, initialised from `seed`.
+    pub fn new(p: &nn::Path, seed: u64) -> Result<Self> {
+        let mut init = Init::new(seed);
+        Self::with_init(p, &mut init)
+    }
+
+    pub(crate) fn with_init(p: &nn::Path, init: &mut Init) -> Result<Self> {
+        let conv1 = Conv2d::new(&(p / "conv1"), init, (3, 64, 7), 2, 3)?;
+        let bn1 = BatchNorm::new(&(p / "bn1"), 64)?;
+        let mut layers = Vec::with_capacity(4);
+        let mut c_in = 64;
+        for (i, c_out) in [64i64, 128, 256, 512].into_iter().enumerate() {
+            let lp = p / format!("layer{}", i + 1);
+            let stride = if i == 0 { 1 } else { 2 };
+            let b0 = BasicBlock::new(&(&lp / "0"), init, c_in, c_out, stride)?;
+            let b1 = BasicBlock::new(&(&lp / "1"), init, c_out, c_out, 1)?;
+            layers.push([b0, b1]);
+            c_in = c_out;
+        }
+        Ok(Self { conv1, bn1, layers })
+    }
+
+    /// The convolution weights (for the channels-last conversion).
+    pub(crate) fn conv_weights(&self) -> Vec<&Tensor> {
+        let mut w = vec![&self.conv1.weight];
+        for block in self.layers.iter().flatten() {
+            w.push(&block.conv1.weight);
+            w.push(&block.conv2.weight);
+            if let Some((conv, _)) = &block.downsample {
+                w.push(&conv.weight);
+            }
+        }
+        w
+    }
+
+    /// Runs the backbone on an `[N, 3, H, W]` batch and returns the `layer2`–`layer4` maps and
+    /// the pooled features. `train` selects BatchNorm's mode: batch statistics (and running
+    /// statistics updated) when `true`, running statistics when `false` (evaluation).
+    pub fn forward_maps(&self, x: &Tensor, train: bool) -> Result<FeatureMaps> {
+        check_input(x)?;
+        let y = self
+            .bn1
+            .forward_t(&self.conv1.forward(x)?, train)?
+            .f_relu()?;
+        // [N, 64, H/2, W/2] -> [N, 64, H/4, W/4]
+        let y = y.f_max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false)?;
+        let layer1 = self.stage(0, &y, train)?;
+        let layer2 = self.stage(1, &layer1, train)?;
+        let layer3 = self.stage(2, &layer2, train)?;
+        let layer4 = self.stage(3, &layer3, train)?;
+        // [N, 512, h, w] -> [N, 512, 1, 1] -> [N, 512]
+        let pooled = layer4.f_adaptive_avg_pool2d([1, 1])?.f_flatten(1, -1)?;
+        Ok(FeatureMaps {
+            layer2,
+            layer3,
+            layer4,
+            pooled,
+        })
+    }
+
+    /// `layer{i+1}`: its two blocks.
+    fn stage(&self, i: usize, x: &Tensor, train: bool) -> Result<Tensor> {
+        let [b0, b1] = &self.layers[i];
+        b1.forward_t(&b0.forward_t(x, train)?, train)
+    }
+
+    /// Pooled 512-d features, `[N, 512]`, of an `[N, 3, H, W]` batch (see [`Self::forward_maps`]).
+    pub fn features(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        Ok(self.forward_maps(x, train)?.pooled)
+    }
+}
+
+/// Rejects anything but a non-empty `[N, 3, H, W]` batch with a message saying what to pass.
+fn check_input(x: &Tensor) -> Result<()> {
+    let size = x.size();
+    if size.len() != 4 || size[1] != 3 || size.contains(&0) {
+        return Err(Error::invalid_param(
+            "images",
+            format!(
+                "expected a non-empty [N, 3, H, W] batch of RGB images, got shape {size:?}; \
+                 convert images with data::images_to_tensor"
+            ),
+        ));
+    }
+    Ok(())
+}

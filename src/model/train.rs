@@ -1,0 +1,316 @@
+//! The self-supervised training loop (PAPER.md, "Two stages" 1 and "Training"): cross-entropy
+//! between the classifier's logits and the augmentation labels, SGD with the paper's
+//! hyper-parameters, one cosine cycle, a progress callback that can stop, periodic atomic
+//! checkpoints, and batches prepared on a background thread. Prints nothing (logs via `log`).
+use super::checkpoint;
+use super::classifier::Classifier;
+use super::layers::scalar;
+use super::optim::{cosine_lr, Sgd};
+use super::source::{with_prefetch, BatchSource, Prepared};
+use crate::data::Normalization;
+use crate::error::{Error, Result};
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use tch::{Kind, Reduction, Tensor};
+
+/// Where and how often to checkpoint, and whether to resume from an existing checkpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckpointPolicy {
+    /// The checkpoint file (overwritten atomically each time).
+    pub path: PathBuf,
+    /// Write after every `every` completed steps (≥ 1), after the last one and on a stop.
+    pub every: usize,
+    /// Continue from `path` when it exists (it must have been written with the same schedule).
+    pub resume: bool,
+}
+
+/// Optimisation hyper-parameters (PAPER.md Appendix A.1). The batch composition (32 source
+/// images × the label set's views) is the [`BatchSource`]'s business.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainParams {
+    /// Number of SGD steps; the cosine schedule reaches 0 after the last one (paper: 65,536).
+    pub steps: usize,
+    /// Initial learning rate (paper: 0.03).
+    pub learning_rate: f64,
+    /// SGD momentum (paper: 0.9).
+    pub momentum: f64,
+    /// L2 weight decay on every parameter (paper: 3e-5).
+    pub weight_decay: f64,
+    /// Seed of libtorch's generator for the run (`tch::manual_seed`).
+    pub seed: u64,
+    /// Input normalisation (ImageNet statistics by default).
+    pub normalization: Normalization,
+    /// Periodic checkpoints; none by default.
+    pub checkpoint: Option<CheckpointPolicy>,
+}
+
+impl TrainParams {
+    /// The paper's protocol: 65,536 steps, lr 0.03, momentum 0.9, weight decay 3e-5.
+    pub fn paper() -> Self {
+        Self {
+            steps: 65_536,
+            learning_rate: 0.03,
+            momentum: 0.9,
+            weight_decay: 3e-5,
+            seed: 0,
+            normalization: Normalization::IMAGENET,
+            checkpoint: None,
+        }
+    }
+
+    /// Sets the number of steps (the schedule is stretched to it).
+    pub fn steps(mut self, steps: usize) -> Self {
+        self.steps = steps;
+        self
+    }
+
+    /// Sets the seed.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Checkpoints to `path` every `every` steps, resuming from it when `resume` and it exists.
+    pub fn checkpoint(mut self, path: impl Into<PathBuf>, every: usize, resume: bool) -> Self {
+        self.checkpoint = Some(CheckpointPolicy {
+            path: path.into(),
+            every,
+            resume,
+        });
+        self
+    }
+
+    /// Checks every value; the error names the parameter and the valid range.
+    pub fn check(&self) -> Result<()> {
+        let bad = |name: &str, reason: String| Err(Error::invalid_param(name, reason));
+        if self.steps == 0 {
+            return bad("steps", "must be >= 1 (paper: 65536)".into());
+        }
+        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
+            return bad(
+                "learning_rate",
+                format!("must be > 0 (paper: 0.03), got {}", self.learning_rate),
+            );
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return bad(
+                "momentum",
+                format!("must be in [0, 1) (paper: 0.9), got {}", self.momentum),
+            );
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return bad(
+                "weight_decay",
+                format!("must be >= 0 (paper: 3e-5), got {}", self.weight_decay),
+            );
+        }
+        if let Some(c) = &self.checkpoint {
+            if c.every == 0 {
+                return bad("checkpoint.every", "must be >= 1 step".into());
+            }
+        }
+        self.normalization.check()
+    }
+}
+
+impl Default for TrainParams {
+    fn default() -> Self {
+        Self::paper()
+    }
+}
+
+/// Reported to the callback after every step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    /// Completed steps so far (1-based: 1 after the first step).
+    pub step: usize,
+    /// Total steps of the run.
+    pub steps: usize,
+    /// Cross-entropy of this step's batch (before the update).
+    pub loss: f64,
+    /// Fraction of this step's views classified correctly (before the update).
+    pub accuracy: f64,
+    /// Learning rate used by this step.
+    pub learning_rate: f64,
+    /// Wall time of this step, waiting for data included.
+    pub step_time: Duration,
+    /// Training throughput, views per second (moving average over recent steps).
+    pub images_per_sec: f64,
+    /// Estimated time to the end of the run.
+    pub eta: Duration,
+}
+
+/// The callback's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Go on.
+    Continue,
+    /// Stop now (a checkpoint is written first when checkpointing is on); `train` then returns
+    /// [`Error::Stopped`].
+    Stop,
+}
+
+/// Summary of a finished run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainReport {
+    /// The step the run started from (> 0 when resumed from a checkpoint).
+    pub start_step: usize,
+    /// Per-step losses of this run, from `start_step` on.
+    pub losses: Vec<f64>,
+    /// Per-step accuracies of this run.
+    pub accuracies: Vec<f64>,
+    /// Wall time of this run.
+    pub elapsed: Duration,
+}
+
+/// Trains `classifier` on batches from `source` (PAPER.md stage 1).
+///
+/// Batch `s` is prepared on a background thread while step `s − 1` computes. After each step
+/// `callback` receives a [`Progress`] and may answer [`Control::Stop`]. With a
+/// [`CheckpointPolicy`] the full state (weights, BatchNorm statistics, momentum, step) is written
+/// atomically every `every` steps, and a run resumed from it continues exactly where the
+/// interrupted one was (same losses, same final weights on CPU), provided `source` is a pure
+/// function of the step.
+///
+/// Errors: invalid parameters, a bad batch (empty → [`Error::EmptyDataset`], labels outside
+/// `0..num_classes` → [`Error::InvalidParam`]), a non-finite loss ([`Error::NonFinite`]), a
+/// stop request ([`Error::Stopped`]), checkpoint I/O.
+pub fn train<S: BatchSource>(
+    classifier: &mut Classifier,
+    source: &mut S,
+    params: &TrainParams,
+    mut callback: impl FnMut(&Progress) -> Control,
+) -> Result<TrainReport> {
+    params.check()?;
+    tch::manual_seed(params.seed as i64);
+    let mut sgd = Sgd::new(
+        classifier.named_parameters(),
+        params.momentum,
+        params.weight_decay,
+    )?;
+    let start = match &params.checkpoint {
+        Some(c) if c.resume && c.path.exists() => {
+            checkpoint::load(&c.path, classifier, &sgd, params)?
+        }
+        _ => 0,
+    };
+    let mut run = Run {
+        clf: classifier,
+        sgd: &mut sgd,
+        params,
+        report: TrainReport {
+            start_step: start,
+            losses: vec![],
+            accuracies: vec![],
+            elapsed: Duration::ZERO,
+        },
+    };
+    if start >= params.steps {
+        return Ok(run.report);
+    }
+    let num_classes = run.clf.config().num_classes;
+    let norm = params.normalization;
+    let t0 = Instant::now();
+    with_prefetch(source, start..params.steps, num_classes, norm, |rx| {
+        run.steps(rx, start, &mut callback)
+    })?;
+    run.report.elapsed = t0.elapsed();
+    Ok(run.report)
+}
+
+/// State of one `train` call.
+struct Run<'a> {
+    clf: &'a Classifier,
+    sgd: &'a mut Sgd,
+    params: &'a TrainParams,
+    report: TrainReport,
+}
+
+impl Run<'_> {
+    fn steps(
+        &mut self,
+        rx: &mpsc::Receiver<Result<Prepared>>,
+        start: usize,
+        callback: &mut impl FnMut(&Progress) -> Control,
+    ) -> Result<()> {
+        let total = self.params.steps;
+        let mut avg_secs: Option<f64> = None;
+        for step in start..total {
+            let t = Instant::now();
+            let batch = rx.recv().map_err(|_| {
+                Error::invalid_param(
+                    "source",
+                    "the batch source thread ended early (did it panic?)",
+                )
+            })??;
+            let lr = cosine_lr(self.params.learning_rate, step, total);
+            let (loss, accuracy) = self.step(&batch, lr)?;
+            if !loss.is_finite() {
+                return Err(Error::NonFinite {
+                    what: format!("training loss (lr {lr:.3e}; lower the learning rate)"),
+                    row: step,
+                });
+            }
+            self.report.losses.push(loss);
+            self.report.accuracies.push(accuracy);
+            let done = step + 1;
+            self.maybe_checkpoint(done, false)?;
+            let dt = t.elapsed();
+            let avg = avg_secs.map_or(dt.as_secs_f64(), |a| 0.9 * a + 0.1 * dt.as_secs_f64());
+            avg_secs = Some(avg);
+            let n = batch.labels.size().first().copied().unwrap_or(0) as f64;
+            let progress = Progress {
+                step: done,
+                steps: total,
+                loss,
+                accuracy,
+                learning_rate: lr,
+                step_time: dt,
+                images_per_sec: if avg > 0.0 { n / avg } else { 0.0 },
+                eta: Duration::from_secs_f64(avg * (total - done) as f64),
+            };
+            log::debug!("step {done}/{total} loss {loss:.4} acc {accuracy:.3} lr {lr:.5}");
+            if callback(&progress) == Control::Stop {
+                self.maybe_checkpoint(done, true)?;
+                log::info!("training stopped by the callback after step {done}");
+                return Err(Error::Stopped { step: done });
+            }
+        }
+        Ok(())
+    }
+
+    /// One SGD step; returns (loss, accuracy) of the batch before the update.
+    fn step(&mut self, batch: &Prepared, lr: f64) -> Result<(f64, f64)> {
+        self.sgd.zero_grad()?;
+        let out = self.clf.forward_t(&batch.images, true)?;
+        let labels = batch.labels.f_to_device(self.clf.device())?;
+        // Cross-entropy = NLL of log-softmax, in fp32 whatever the forward precision.
+        let loss = out.logits.f_log_softmax(-1, Kind::Float)?.f_nll_loss(
+            &labels,
+            None::<Tensor>,
+            Reduction::Mean,
+            -100,
+        )?;
+        loss.f_backward()?;
+        self.sgd.step(lr)?;
+        let correct = out.logits.f_argmax(-1, false)?.f_eq_tensor(&labels)?;
+        let accuracy = correct.f_to_kind(Kind::Float)?.f_mean(Kind::Float)?;
+        Ok((scalar(&loss)?, scalar(&accuracy)?))
+    }
+
+    /// Writes a checkpoint after `done` steps if the policy asks for it (or `force`).
+    fn maybe_checkpoint(&self, done: usize, force: bool) -> Result<()> {
+        let Some(c) = &self.params.checkpoint else {
+            return Ok(());
+        };
+        let due = done % c.every == 0 || done == self.params.steps;
+        if force && due {
+            return Ok(()); // already written for this step
+        }
+        if due || force {
+            checkpoint::save(&c.path, self.clf, self.sgd, done, self.params)?;
+        }
+        Ok(())
+    }
+}
