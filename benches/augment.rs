@@ -30,7 +30,10 @@ fn input() -> RgbImage {
     match image::open(path) {
         Ok(img) => image::imageops::resize(&img.to_rgb8(), 256, 256, FilterType::Triangle),
         Err(_) => {
-            eprintln!("{} not found: using a synthetic 256x256 pattern", path.display());
+            eprintln!(
+                "{} not found: using a synthetic 256x256 pattern",
+                path.display()
+            );
             RgbImage::from_fn(256, 256, |x, y| {
                 image::Rgb([x as u8, y as u8, ((x * 7 + y * 13) % 256) as u8])
             })
@@ -41,7 +44,9 @@ fn input() -> RgbImage {
 fn bench(c: &mut Criterion) {
     let img = input();
     let mut group = c.benchmark_group("augment");
-    group.sample_size(60).measurement_time(Duration::from_secs(4));
+    group
+        .sample_size(60)
+        .measurement_time(Duration::from_secs(4));
     group.throughput(Throughput::Elements(1));
     let cp = CutPasteParams::paper();
     let sc = ScarParams::paper();

@@ -8,11 +8,27 @@
 pub mod augment;
 pub mod data;
 pub mod density;
+pub mod detector;
 pub mod error;
 pub mod metrics;
 pub mod model;
+pub mod pipeline;
 
+pub use detector::{Detector, Prediction, Report};
 pub use error::{Error, Result};
+pub use pipeline::DetectorParams;
+
+/// The types most programs need: `use cutpaste::prelude::*;`.
+pub mod prelude {
+    pub use crate::augment::Augmentation;
+    pub use crate::data::{Dataset, FolderDataset, MvtecOptions};
+    pub use crate::density::Density;
+    pub use crate::detector::{Detector, Prediction, Report};
+    pub use crate::error::{Error, Result};
+    pub use crate::model::{Control, FastPath, TrainParams};
+    pub use crate::pipeline::{Backbone, DetectorParams, FitEvent};
+    pub use tch::Device;
+}
 
 /// The README's code blocks, compiled as doc tests.
 #[doc = include_str!("../README.md")]

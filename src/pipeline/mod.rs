@@ -1,0 +1,286 @@
+//! The typed builder: [`DetectorParams`] (paper defaults) → [`check`](DetectorParams::check) →
+//! [`fit`](DetectorParams::fit) → a fitted [`Detector`]. Unfitted parameters and the fitted
+//! detector are different types, so scoring before fitting cannot compile.
+//!
+//! ```no_run
+//! use cutpaste::prelude::*;
+//! let train = Dataset::mvtec("mvtec/bottle")?;
+//! let detector = Detector::params()
+//!     .augmentation(Augmentation::three_way())
+//!     .training(TrainParams::paper().steps(2_000))
+//!     .density(Density::gaussian())
+//!     .seed(0)
+//!     .fit(&train)?;
+//! let image = cutpaste::data::load_rgb("mvtec/bottle/test/broken_large/000.png")?;
+//! let score = detector.score(&image)?; // higher = more anomalous
+//! # Ok::<(), cutpaste::Error>(())
+//! ```
+mod source;
+
+pub use source::AugmentSource;
+
+use crate::augment::Augmentation;
+use crate::data::{Dataset, DEFAULT_SIDE};
+use crate::density::Density;
+use crate::detector::Detector;
+use crate::error::{Error, Result};
+use crate::model::{
+    train, Classifier, ClassifierConfig, Control, FastPath, HeadConfig, Progress, TrainParams,
+};
+use image::RgbImage;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+use tch::Device;
+
+/// The backbone: ResNet-18, from scratch (the paper's default) or initialised from a local
+/// safetensors file with torchvision parameter names.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Backbone {
+    /// Optional pretrained weights (torchvision names; `fc.*` ignored).
+    pub pretrained: Option<PathBuf>,
+}
+
+impl Backbone {
+    /// ResNet-18 from scratch (random initialisation), as in the paper.
+    pub fn resnet18() -> Self {
+        Self::default()
+    }
+    /// Initialises the backbone from a safetensors file with torchvision names.
+    pub fn pretrained(mut self, path: impl Into<PathBuf>) -> Self {
+        self.pretrained = Some(path.into());
+        self
+    }
+}
+
+/// Every parameter of a CutPaste detector. [`Detector::params`] gives the paper's defaults:
+/// 3-way augmentation, ResNet-18 from scratch, 256² inputs, SGD 0.03 / cosine / 65,536 steps with
+/// 32 source images a step, Gaussian density with Ledoit–Wolf, seed 0, CUDA if available.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DetectorParams {
+    pub(crate) augmentation: Augmentation,
+    pub(crate) backbone: Backbone,
+    pub(crate) head: HeadConfig,
+    pub(crate) training: TrainParams,
+    pub(crate) batch_images: usize,
+    pub(crate) density: Density,
+    pub(crate) image_size: u32,
+    pub(crate) device: Device,
+    pub(crate) fast_path: Option<FastPath>,
+    pub(crate) seed: u64,
+}
+
+impl Default for DetectorParams {
+    fn default() -> Self {
+        Self {
+            augmentation: Augmentation::three_way(),
+            backbone: Backbone::resnet18(),
+            head: HeadConfig::paper(),
+            training: TrainParams::paper(),
+            batch_images: 32,
+            density: Density::gaussian(),
+            image_size: DEFAULT_SIDE,
+            device: Device::cuda_if_available(),
+            fast_path: None,
+            seed: 0,
+        }
+    }
+}
+
+/// Progress of [`DetectorParams::fit_with`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum FitEvent {
+    /// One self-supervised training step finished.
+    Train(Progress),
+    /// Features of `done` of `total` training images were extracted for the density.
+    Features {
+        /// Images done.
+        done: usize,
+        /// All training images.
+        total: usize,
+    },
+}
+
+macro_rules! setter {
+    ($(#[$doc:meta])* $name:ident: $ty:ty) => {
+        $(#[$doc])*
+        pub fn $name(mut self, $name: $ty) -> Self {
+            self.$name = $name;
+            self
+        }
+    };
+}
+
+impl DetectorParams {
+    setter!(
+        /// The augmentation label set and its parameters (default: 3-way).
+        augmentation: Augmentation
+    );
+    setter!(
+        /// The backbone (default: ResNet-18 from scratch).
+        backbone: Backbone
+    );
+    setter!(
+        /// The MLP head (default: one hidden 512 layer, 128-d embedding).
+        head: HeadConfig
+    );
+    setter!(
+        /// Optimisation parameters (default: the paper's; its seed is overridden by [`seed`](Self::seed)).
+        training: TrainParams
+    );
+    setter!(
+        /// Source images per training step (paper: 32; the batch has that × views images).
+        batch_images: usize
+    );
+    setter!(
+        /// The density estimator fitted on the pooled features (default: Gaussian, Ledoit–Wolf).
+        density: Density
+    );
+    setter!(
+        /// Square side images are resized to (paper: 256).
+        image_size: u32
+    );
+    setter!(
+        /// Where the network runs (default: `Device::cuda_if_available()`).
+        device: Device
+    );
+    setter!(
+        /// Seed of everything random (initialisation, augmentations, batches).
+        seed: u64
+    );
+
+    /// Precision and memory layout of the forward pass (default: [`FastPath::auto`]).
+    pub fn fast_path(mut self, fast_path: FastPath) -> Self {
+        self.fast_path = Some(fast_path);
+        self
+    }
+
+    /// The augmentation configured.
+    pub fn augmentation_config(&self) -> &Augmentation {
+        &self.augmentation
+    }
+
+    /// The square input side.
+    pub fn input_size(&self) -> u32 {
+        self.image_size
+    }
+
+    /// Validates every value and their combinations; errors name the parameter.
+    pub fn check(&self) -> Result<()> {
+        if self.image_size < 32 {
+            return Err(Error::invalid_param(
+                "image_size",
+                format!("must be >= 32 (paper: 256), got {}", self.image_size),
+            ));
+        }
+        if self.batch_images == 0 {
+            return Err(Error::invalid_param(
+                "batch_images",
+                "must be >= 1 (paper: 32)",
+            ));
+        }
+        self.augmentation.check()?;
+        self.augmentation
+            .check_image(self.image_size, self.image_size)
+            .map_err(|e| {
+                Error::invalid_param("image_size", format!("too small for the augmentation: {e}"))
+            })?;
+        self.head.check()?;
+        self.training.check()?;
+        self.density.check()?;
+        if let Some(p) = &self.backbone.pretrained {
+            if !p.is_file() {
+                return Err(Error::invalid_param(
+                    "backbone.pretrained",
+                    format!(
+                        "{} is not a file; give a safetensors file with torchvision names",
+                        p.display()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Trains on the training images of `train` and fits the density. See [`fit_with`](Self::fit_with).
+    pub fn fit(&self, train: &Dataset) -> Result<Detector> {
+        self.fit_with(train, |_| Control::Continue)
+    }
+
+    /// As [`fit`](Self::fit), reporting progress to `callback`, which may stop training.
+    pub fn fit_with(
+        &self,
+        train: &Dataset,
+        callback: impl FnMut(&FitEvent) -> Control,
+    ) -> Result<Detector> {
+        self.check()?;
+        let images = train.load_train(self.image_size)?;
+        self.fit_images_with(images, callback)
+    }
+
+    /// Trains on in-memory normal images (resized to the configured side when needed).
+    pub fn fit_images_with(
+        &self,
+        images: Vec<RgbImage>,
+        mut callback: impl FnMut(&FitEvent) -> Control,
+    ) -> Result<Detector> {
+        self.check()?;
+        if images.is_empty() {
+            return Err(Error::invalid_param(
+                "train",
+                "no training images were given",
+            ));
+        }
+        let t0 = Instant::now();
+        let images: Vec<RgbImage> = images
+            .iter()
+            .map(|i| crate::data::resize_rgb(i, self.image_size))
+            .collect();
+        let images = Arc::new(images);
+        let mut classifier = self.new_classifier()?;
+        let mut source = AugmentSource::new(
+            images.clone(),
+            self.augmentation.clone(),
+            self.batch_images,
+            self.seed,
+        )?;
+        let training = self.training.clone().seed(self.seed);
+        train(&mut classifier, &mut source, &training, |p| {
+            callback(&FitEvent::Train(p.clone()))
+        })?;
+        // Stage 2 (PAPER.md): the density is fitted on the pooled features of the
+        // *un-augmented* training images, never on augmented views.
+        let features = crate::detector::embed_images(
+            &classifier,
+            &self.training.normalization,
+            &images,
+            |done| {
+                callback(&FitEvent::Features {
+                    done,
+                    total: images.len(),
+                });
+            },
+        )?;
+        let density = self.density.fit(features.view())?;
+        Ok(Detector::new(
+            classifier,
+            density,
+            self.clone(),
+            t0.elapsed(),
+        ))
+    }
+
+    fn new_classifier(&self) -> Result<Classifier> {
+        let mut config = ClassifierConfig::new(self.augmentation.num_classes() as i64, self.device);
+        config.head = self.head.clone();
+        if let Some(f) = self.fast_path {
+            config.fast_path = f;
+        }
+        let mut classifier = Classifier::new(&config, self.device, self.seed)?;
+        if let Some(p) = &self.backbone.pretrained {
+            classifier.load_backbone(p)?;
+        }
+        Ok(classifier)
+    }
+}

@@ -1,0 +1,159 @@
+//! The builder and the fitted detector on tiny synthetic data (32 px, a few steps, CPU).
+use cutpaste::data::synthetic::{SyntheticKind, SyntheticSpec};
+use cutpaste::density::FittedDensity;
+use cutpaste::model::Precision;
+use cutpaste::prelude::*;
+
+fn tiny_params() -> DetectorParams {
+    Detector::params()
+        .image_size(32)
+        .batch_images(2)
+        .training(TrainParams::paper().steps(3))
+        .device(Device::Cpu)
+        .fast_path(FastPath {
+            precision: Precision::Fp32,
+            channels_last: false,
+        })
+        .seed(3)
+}
+
+fn tiny_data(dir: &std::path::Path) -> Dataset {
+    let root = SyntheticSpec::new(SyntheticKind::Part)
+        .side(32)
+        .counts(6, 3, 3)
+        .seed(1)
+        .write(dir)
+        .unwrap();
+    Dataset::mvtec(root).unwrap()
+}
+
+#[test]
+fn check_names_the_bad_parameter() {
+    let name_of = |p: DetectorParams| match p.check() {
+        Err(Error::InvalidParam { name, .. }) => name,
+        other => panic!("expected InvalidParam, got {other:?}"),
+    };
+    assert_eq!(name_of(tiny_params().image_size(16)), "image_size");
+    assert_eq!(name_of(tiny_params().batch_images(0)), "batch_images");
+    assert_eq!(
+        name_of(tiny_params().training(TrainParams::paper().steps(0))),
+        "steps"
+    );
+    assert_eq!(
+        name_of(
+            tiny_params().backbone(Backbone::resnet18().pretrained("no/such/file.safetensors"))
+        ),
+        "backbone.pretrained"
+    );
+    tiny_params().check().unwrap();
+}
+
+#[test]
+fn fit_score_threshold_predict_evaluate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = tiny_data(dir.path());
+    let mut steps_seen = 0;
+    let mut det = tiny_params()
+        .fit_with(&ds, |e| {
+            if let FitEvent::Train(p) = e {
+                steps_seen = p.step;
+            }
+            Control::Continue
+        })
+        .unwrap();
+    assert_eq!(steps_seen, 3);
+
+    // The density is fitted on the un-augmented training images: its mean is the mean of their
+    // L2-normalised pooled features.
+    let train = ds.load_train(32).unwrap();
+    let f = det.embed(&train).unwrap();
+    assert_eq!(f.dim(), (6, 512));
+    let FittedDensity::Gaussian(g) = det.density() else {
+        panic!("default density is Gaussian")
+    };
+    for j in 0..512 {
+        let m: f64 = (0..6)
+            .map(|i| {
+                let norm = f
+                    .row(i)
+                    .iter()
+                    .map(|v| (*v as f64).powi(2))
+                    .sum::<f64>()
+                    .sqrt();
+                f[[i, j]] as f64 / norm
+            })
+            .sum::<f64>()
+            / 6.0;
+        assert!(
+            (m - g.mean()[j]).abs() < 1e-5,
+            "dim {j}: {m} vs {}",
+            g.mean()[j]
+        );
+    }
+
+    // score == score_batch (batched convolutions may round differently)
+    let test = ds.load_test(32).unwrap();
+    let batch = det.score_batch(&test).unwrap();
+    for (img, b) in test.iter().zip(&batch) {
+        let s = det.score(img).unwrap();
+        assert!((s - b).abs() <= 1e-3 * b.abs().max(1.0), "{s} vs {b}");
+    }
+
+    // thresholds and predictions
+    assert!(matches!(
+        det.predict(&test[0]),
+        Err(Error::InvalidParam { .. })
+    ));
+    let train_scores = det.score_batch(&train).unwrap();
+    let t = det.threshold_from_quantile(&train, 1.0).unwrap();
+    assert_eq!(t, train_scores.iter().cloned().fold(f32::MIN, f32::max));
+    for img in test.iter().chain(&train) {
+        let p = det.predict(img).unwrap();
+        assert_eq!(p.score, det.score(img).unwrap());
+        assert_eq!(p.is_anomalous, p.score > t);
+    }
+    let labels: Vec<bool> = ds.test.iter().map(|s| s.is_anomalous()).collect();
+    let t = det.threshold_from_f1(&test, &labels).unwrap();
+    let best = cutpaste::metrics::f1_max(&batch, &labels).unwrap();
+    let predicted: Vec<bool> = batch.iter().map(|s| *s > t).collect();
+    let tp = predicted
+        .iter()
+        .zip(&labels)
+        .filter(|(p, l)| **p && **l)
+        .count() as f64;
+    let fp = predicted
+        .iter()
+        .zip(&labels)
+        .filter(|(p, l)| **p && !**l)
+        .count() as f64;
+    let fneg = predicted
+        .iter()
+        .zip(&labels)
+        .filter(|(p, l)| !**p && **l)
+        .count() as f64;
+    assert!((2.0 * tp / (2.0 * tp + fp + fneg) - best.f1).abs() < 1e-9);
+
+    let report = det.evaluate(&ds).unwrap();
+    assert_eq!(report.n_test, 6);
+    assert_eq!(report.scores.len(), 6);
+    let auc = cutpaste::metrics::roc_auc(&report.scores, &labels).unwrap();
+    assert_eq!(report.image_auroc, auc);
+    assert!(report.to_markdown().contains("image AUROC"));
+}
+
+#[test]
+fn same_seed_same_scores_on_cpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = tiny_data(dir.path());
+    let test = ds.load_test(32).unwrap();
+    let a = tiny_params().fit(&ds).unwrap().score_batch(&test).unwrap();
+    let b = tiny_params().fit(&ds).unwrap().score_batch(&test).unwrap();
+    assert_eq!(a, b);
+    let c = tiny_params()
+        .seed(4)
+        .fit(&ds)
+        .unwrap()
+        .score_batch(&test)
+        .unwrap();
+    assert_ne!(a, c);
+}
