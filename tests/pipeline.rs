@@ -157,3 +157,103 @@ fn same_seed_same_scores_on_cpu() {
         .unwrap();
     assert_ne!(a, c);
 }
+
+/// Re-serialises a safetensors file keeping the tensors `keep` accepts and the metadata `edit`
+/// returns.
+fn rewrite(
+    src: &std::path::Path,
+    dst: &std::path::Path,
+    keep: impl Fn(&str) -> bool,
+    edit: impl Fn(&mut std::collections::HashMap<String, String>),
+) {
+    use safetensors::SafeTensors;
+    let bytes = std::fs::read(src).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
+    let mut md = header.metadata().clone().unwrap();
+    edit(&mut md);
+    let views: Vec<(String, safetensors::tensor::TensorView)> =
+        st.tensors().into_iter().filter(|(n, _)| keep(n)).collect();
+    let out = safetensors::tensor::serialize(views, &Some(md)).unwrap();
+    std::fs::write(dst, out).unwrap();
+}
+
+#[test]
+fn save_load_roundtrip_and_broken_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = tiny_data(dir.path());
+    let mut det = tiny_params().fit(&ds).unwrap();
+    det.set_threshold(1.5).unwrap();
+    let test = ds.load_test(32).unwrap();
+    let before = det.score_batch(&test).unwrap();
+    let path = dir.path().join("det.safetensors");
+    det.save(&path).unwrap();
+    let loaded = Detector::load(&path, Device::Cpu).unwrap();
+    assert_eq!(loaded.score_batch(&test).unwrap(), before);
+    assert_eq!(loaded.threshold(), Some(1.5));
+    assert_eq!(loaded.params_used().input_size(), 32);
+
+    // torchvision-style names are in the file
+    let bytes = std::fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let names: Vec<String> = st.names().into_iter().cloned().collect();
+    for n in [
+        "conv1.weight",
+        "layer4.1.bn2.running_var",
+        "density.mean",
+        "density.covariance",
+    ] {
+        assert!(names.iter().any(|x| x == n), "{n} missing from {names:?}");
+    }
+
+    let is_ckpt = |p: &std::path::Path, needle: &str| match Detector::load(p, Device::Cpu) {
+        Err(e @ (Error::Checkpoint { .. } | Error::WeightsMismatch { .. })) => {
+            let msg = e.to_string();
+            assert!(msg.contains(&p.display().to_string()), "no path in: {msg}");
+            assert!(msg.contains(needle), "'{needle}' not in: {msg}");
+        }
+        other => panic!(
+            "expected a checkpoint error for {}, got {other:?}",
+            p.display()
+        ),
+    };
+    let truncated = dir.path().join("truncated.safetensors");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    is_ckpt(&truncated, "truncated");
+
+    let foreign = dir.path().join("foreign.safetensors");
+    det.classifier().save_weights(&foreign).unwrap();
+    is_ckpt(&foreign, "not a cutpaste detector checkpoint");
+
+    let future = dir.path().join("future.safetensors");
+    rewrite(
+        &path,
+        &future,
+        |_| true,
+        |md| {
+            md.insert("format_version".into(), "99".into());
+        },
+    );
+    is_ckpt(&future, "format version");
+
+    let no_cov = dir.path().join("no_cov.safetensors");
+    rewrite(&path, &no_cov, |n| n != "density.covariance", |_| {});
+    is_ckpt(&no_cov, "density");
+
+    let no_conv = dir.path().join("no_conv.safetensors");
+    rewrite(&path, &no_conv, |n| n != "layer2.0.conv1.weight", |_| {});
+    is_ckpt(&no_conv, "layer2.0.conv1.weight");
+
+    // a failed save leaves nothing behind and never a torn file
+    assert!(det
+        .save(dir.path().join("no/such/dir/x.safetensors"))
+        .is_err());
+    let leftovers = std::fs::read_dir(dir.path()).unwrap().filter(|e| {
+        e.as_ref()
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .contains(".tmp")
+    });
+    assert_eq!(leftovers.count(), 0);
+}

@@ -43,6 +43,7 @@ pub use head::{HeadConfig, HeadOutput, MlpHead};
 pub use optim::cosine_lr;
 pub use precision::{autocast_enabled, cpu_has_native_bf16, FastPath, Precision};
 pub use pretrained::is_ignorable_torchvision_key;
+pub(crate) use pretrained::load_weights_skipping;
 pub use resnet::{FeatureMaps, ResNet18, FEATURE_DIM, RESNET18_PARAMS};
 pub use source::{Batch, BatchSource, ToySource};
 pub use train::{train, CheckpointPolicy, Control, Progress, TrainParams, TrainReport};

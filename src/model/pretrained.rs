@@ -54,3 +54,14 @@ impl Classifier {
         file.load_into(&self.named_variables(), |k| k.starts_with(MOMENTUM_PREFIX))
     }
 }
+
+/// Loads every variable of `classifier` from the safetensors file at `path`, ignoring tensors
+/// for which `skip` is true (e.g. a detector checkpoint's density arrays).
+pub(crate) fn load_weights_skipping(
+    classifier: &mut Classifier,
+    path: &Path,
+    skip: impl Fn(&str) -> bool,
+) -> Result<()> {
+    let file = StFile::read(path)?;
+    file.load_into(&classifier.named_variables(), skip)
+}

@@ -13,6 +13,9 @@ use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 
+mod checkpoint;
+pub use checkpoint::{DETECTOR_FORMAT, DETECTOR_FORMAT_VERSION};
+
 /// Images per forward pass when embedding or scoring many images.
 pub const SCORE_BATCH: usize = 32;
 

@@ -1,0 +1,256 @@
+//! One-file checkpoints of a fitted [`Detector`]: a `.safetensors` file holding the backbone and
+//! head under torchvision-style names (`conv1.weight`, `layer1.0.bn1.running_mean`, `head.…`),
+//! the density's arrays under `density.` (`density.mean` f64 [512], `density.covariance` f64
+//! [512, 512] for the Gaussian) and JSON metadata (parameters, threshold, crate and format
+//! versions, image size, normalisation). Written atomically (temporary file + rename).
+use super::Detector;
+use crate::augment::Augmentation;
+use crate::data::Normalization;
+use crate::density::{ArrayData, DensityRecord, FittedDensity, NamedArray};
+use crate::error::{Error, Result};
+use crate::model::{Classifier, ClassifierConfig, FastPath, HeadConfig, TrainParams};
+use crate::pipeline::{Backbone, DetectorParams};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+use tch::{Device, Kind};
+
+/// `format` metadata value of detector checkpoints.
+pub const DETECTOR_FORMAT: &str = "cutpaste.detector";
+/// Version of the detector checkpoint layout this crate writes and reads.
+pub const DETECTOR_FORMAT_VERSION: u32 = 1;
+const DENSITY_PREFIX: &str = "density.";
+
+/// Everything but the tensors, stored as JSON under the `params` metadata key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Meta {
+    augmentation: Augmentation,
+    head: HeadConfig,
+    num_classes: i64,
+    fast_path: FastPath,
+    image_size: u32,
+    normalization: Normalization,
+    batch_images: usize,
+    steps: usize,
+    learning_rate: f64,
+    momentum: f64,
+    weight_decay: f64,
+    seed: u64,
+    density: DensityRecord,
+    threshold: Option<f32>,
+    fit_seconds: f64,
+}
+
+fn bad(path: &Path, reason: impl Into<String>) -> Error {
+    Error::Checkpoint {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+fn f32_bytes(t: &tch::Tensor) -> Result<Vec<u8>> {
+    let t = t
+        .f_to_device(Device::Cpu)?
+        .f_to_kind(Kind::Float)?
+        .f_contiguous()?;
+    let n = t.numel();
+    let mut buf = vec![0u8; n * 4];
+    t.f_copy_data_u8(&mut buf, n)?;
+    Ok(buf)
+}
+
+impl Detector {
+    /// Writes the detector to one `.safetensors` file, atomically. See the module docs.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let p = &self.params;
+        let meta = Meta {
+            augmentation: p.augmentation.clone(),
+            head: p.head.clone(),
+            num_classes: self.classifier.config().num_classes,
+            fast_path: self.classifier.config().fast_path,
+            image_size: p.image_size,
+            normalization: p.training.normalization,
+            batch_images: p.batch_images,
+            steps: p.training.steps,
+            learning_rate: p.training.learning_rate,
+            momentum: p.training.momentum,
+            weight_decay: p.training.weight_decay,
+            seed: p.seed,
+            density: self.density.record(),
+            threshold: self.threshold,
+            fit_seconds: self.fit_time.as_secs_f64(),
+        };
+        let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+        for (name, t) in self.classifier.named_variables() {
+            let shape = t.size().iter().map(|&s| s as usize).collect();
+            owned.push((name, Dtype::F32, shape, f32_bytes(&t)?));
+        }
+        for a in self.density.to_arrays() {
+            let (dtype, bytes) = match &a.data {
+                ArrayData::F32(v) => (Dtype::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+                ArrayData::F64(v) => (Dtype::F64, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            };
+            owned.push((
+                format!("{DENSITY_PREFIX}{}", a.name),
+                dtype,
+                a.shape.clone(),
+                bytes,
+            ));
+        }
+        let views = owned
+            .iter()
+            .map(|(n, d, s, b)| {
+                TensorView::new(*d, s.clone(), b)
+                    .map(|v| (n.as_str(), v))
+                    .map_err(|e| bad(path, e.to_string()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut md = HashMap::new();
+        md.insert("format".to_string(), DETECTOR_FORMAT.to_string());
+        md.insert(
+            "format_version".to_string(),
+            DETECTOR_FORMAT_VERSION.to_string(),
+        );
+        md.insert(
+            "crate_version".to_string(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        );
+        let json = serde_json::to_string(&meta).map_err(|e| bad(path, e.to_string()))?;
+        md.insert("params".to_string(), json);
+        let bytes = safetensors::tensor::serialize(views, &Some(md))
+            .map_err(|e| bad(path, e.to_string()))?;
+        write_atomic(path, &bytes)
+    }
+
+    /// Restores a detector written by [`save`](Self::save) onto `device`; its scores equal the
+    /// saved detector's. A truncated or foreign file, another format version, or a missing or
+    /// mis-shaped tensor is an [`Error::Checkpoint`] / [`Error::WeightsMismatch`] naming the file.
+    pub fn load(path: impl AsRef<Path>, device: Device) -> Result<Detector> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let st = SafeTensors::deserialize(&bytes).map_err(|e| {
+            bad(path, format!("not a readable safetensors file ({e}); it may be truncated: save the detector again"))
+        })?;
+        let (_, header) =
+            SafeTensors::read_metadata(&bytes).map_err(|e| bad(path, e.to_string()))?;
+        let md = header.metadata().clone().unwrap_or_default();
+        match md.get("format").map(String::as_str) {
+            Some(DETECTOR_FORMAT) => {}
+            other => {
+                return Err(bad(path, format!(
+                    "not a cutpaste detector checkpoint (format {other:?}); for backbone weights use \
+                     Backbone::pretrained, for training checkpoints TrainParams::checkpoint"
+                )))
+            }
+        }
+        let version = md.get("format_version").cloned().unwrap_or_default();
+        if version != DETECTOR_FORMAT_VERSION.to_string() {
+            return Err(bad(path, format!(
+                "format version {version:?}, but this crate reads version {DETECTOR_FORMAT_VERSION}; \
+                 save it again with this crate version"
+            )));
+        }
+        let meta: Meta = serde_json::from_str(md.get("params").map(String::as_str).unwrap_or(""))
+            .map_err(|e| bad(path, format!("metadata `params` is not valid: {e}")))?;
+        let config = ClassifierConfig {
+            num_classes: meta.num_classes,
+            head: meta.head.clone(),
+            fast_path: meta.fast_path,
+        };
+        let mut classifier = Classifier::new(&config, device, meta.seed)?;
+        crate::model::load_weights_skipping(&mut classifier, path, |k| {
+            k.starts_with(DENSITY_PREFIX)
+        })?;
+        let density = load_density(&st, path, &meta.density)?;
+        let training = TrainParams {
+            steps: meta.steps,
+            learning_rate: meta.learning_rate,
+            momentum: meta.momentum,
+            weight_decay: meta.weight_decay,
+            seed: meta.seed,
+            normalization: meta.normalization,
+            checkpoint: None,
+        };
+        let params = DetectorParams::default()
+            .augmentation(meta.augmentation)
+            .backbone(Backbone::resnet18())
+            .head(meta.head)
+            .training(training)
+            .batch_images(meta.batch_images)
+            .density(density.params())
+            .image_size(meta.image_size)
+            .device(device)
+            .fast_path(meta.fast_path)
+            .seed(meta.seed);
+        let mut det = Detector::new(
+            classifier,
+            density,
+            params,
+            Duration::from_secs_f64(meta.fit_seconds.max(0.0)),
+        );
+        det.threshold = meta.threshold;
+        Ok(det)
+    }
+}
+
+fn load_density(
+    st: &SafeTensors<'_>,
+    path: &Path,
+    record: &DensityRecord,
+) -> Result<FittedDensity> {
+    let mut arrays = Vec::new();
+    for (name, view) in st.tensors() {
+        let Some(short) = name.strip_prefix(DENSITY_PREFIX) else {
+            continue;
+        };
+        let raw = view.data();
+        let data = match view.dtype() {
+            Dtype::F32 => ArrayData::F32(
+                raw.chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+            ),
+            Dtype::F64 => ArrayData::F64(
+                raw.chunks_exact(8)
+                    .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+                    .collect(),
+            ),
+            other => {
+                return Err(bad(
+                    path,
+                    format!("tensor {name} has dtype {other:?}; expected F32 or F64"),
+                ))
+            }
+        };
+        arrays.push(NamedArray {
+            name: short.to_string(),
+            shape: view.shape().to_vec(),
+            data,
+        });
+    }
+    FittedDensity::from_arrays(record, &arrays).map_err(|e| {
+        bad(
+            path,
+            format!("density tensors are incomplete or inconsistent: {e}"),
+        )
+    })
+}
+
+/// Writes `bytes` to a temporary file beside `path`, syncs it, then renames it over `path`.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = crate::data::image_io::tmp_path(path);
+    let res = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    res.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
+}
