@@ -133,6 +133,15 @@ fn fit_score_threshold_predict_evaluate() {
         .count() as f64;
     assert!((2.0 * tp / (2.0 * tp + fp + fneg) - best.f1).abs() < 1e-9);
 
+    // synthetic validation: threshold between the normal images and their CutPaste/Scar views
+    let t_syn = det.threshold_from_synthetic(&train, 9).unwrap();
+    assert_eq!(det.threshold(), Some(t_syn));
+    assert_eq!(det.threshold_from_synthetic(&train, 9).unwrap(), t_syn);
+    assert!(matches!(
+        det.threshold_from_synthetic(&[], 9),
+        Err(Error::InvalidParam { .. })
+    ));
+
     let report = det.evaluate(&ds).unwrap();
     assert_eq!(report.n_test, 6);
     assert_eq!(report.scores.len(), 6);

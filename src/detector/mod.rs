@@ -177,6 +177,22 @@ impl Detector {
         Ok(t)
     }
 
+    /// Sets the F1-max threshold on a **synthetic validation set** — for users with no defect
+    /// samples: each of the `normal` images (ideally held out from training) and its CutPaste and
+    /// Scar views from the detector's 3-way augmentation (without pre-augmentation), the views
+    /// counting as anomalous. Deterministic by `seed`. Returns the threshold.
+    pub fn threshold_from_synthetic(&mut self, normal: &[RgbImage], seed: u64) -> Result<f32> {
+        if normal.is_empty() {
+            return Err(Error::invalid_param("normal", "no images given"));
+        }
+        let aug = crate::augment::Augmentation::three_way().pre_augment(None);
+        let images = self.prepare(normal);
+        let views = crate::augment::batch_views(&aug, &images, seed)?;
+        let anomalous: Vec<bool> = views.iter().map(|v| v.label != 0).collect();
+        let views: Vec<RgbImage> = views.into_iter().map(|v| v.image).collect();
+        self.threshold_from_f1(&views, &anomalous)
+    }
+
     /// Score and decision for one image. Errors when no threshold is set.
     pub fn predict(&self, image: &RgbImage) -> Result<Prediction> {
         let t = self.threshold.ok_or_else(|| {
