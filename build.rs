@@ -38,25 +38,32 @@ fn main() {
     let lib = libtorch.join("lib");
     let lib = lib.canonicalize().unwrap_or(lib);
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
-    if std::env::var_os("CARGO_FEATURE_CUDA").is_some() {
+    let cuda = std::env::var_os("CARGO_FEATURE_CUDA").is_some();
+    if cuda {
         // rustc links with --as-needed, which would drop libtorch_cuda (nothing references it
-        // directly) and leave `Device::cuda_if_available()` blind to the GPU.
+        // directly) and leave `Device::cuda_if_available()` blind to the GPU; the
+        // `-as-needed` link modifier is nightly-only, so the shim references a libtorch_cuda
+        // symbol instead (see csrc/autocast.cpp, `cutpaste_cuda_link_anchor`).
         println!("cargo:rustc-link-search=native={}", lib.display());
-        println!("cargo:rustc-link-lib=dylib:-as-needed=torch_cuda");
+        println!("cargo:rustc-link-lib=dylib=torch_cuda");
     }
-    compile_autocast_shim(&libtorch);
+    compile_autocast_shim(&libtorch, cuda);
 }
 
 /// Compiles `csrc/autocast.cpp`, the few libtorch calls that switch CPU (and CUDA) autocast on
 /// and off, which tch's C API lacks (see `src/model/precision.rs`). It includes only c10 headers,
 /// so it compiles in about a second.
-fn compile_autocast_shim(libtorch: &Path) {
+fn compile_autocast_shim(libtorch: &Path, cuda: bool) {
     println!("cargo:rerun-if-changed=csrc/autocast.cpp");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     // The PyPI wheels and the cxx11 libtorch zips use the new ABI; torch-sys reads the same
     // variable with the same default.
     let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_string());
-    cc::Build::new()
+    let mut build = cc::Build::new();
+    if cuda {
+        build.define("CUTPASTE_CUDA", None);
+    }
+    build
         .cpp(true)
         .file("csrc/autocast.cpp")
         .include(libtorch.join("include"))

@@ -28,7 +28,8 @@
 //! default 5), `CUTPASTE_BENCH_WARMUP` (default 2), `CUTPASTE_BENCH_CONFIGS` (default
 //! `fp32,fp32cl,bf16cl,ref-fp32,ref-bf16cl`), `CUTPASTE_BENCH_THREADS` (intra-op threads,
 //! default: all cores), `CUTPASTE_BENCH_DATA` (image folder), `CUTPASTE_BENCH_PYTHON` (default
-//! `.venv/bin/python`; `none` skips the reference).
+//! `.venv/bin/python`; `none` skips the reference), `CUTPASTE_BENCH_BATCH_IMAGES` (source images
+//! per batch, default 32; the reference always uses 32).
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
@@ -39,7 +40,10 @@ use cutpaste::model::{
 use std::process::Command;
 use std::time::Duration;
 
-const BATCH_IMAGES: usize = 32;
+/// Source images per batch (× 3 views); `CUTPASTE_BENCH_BATCH_IMAGES`, default 32 (paper).
+fn batch_images() -> usize {
+    env_usize("CUTPASTE_BENCH_BATCH_IMAGES", 32)
+}
 const DEFAULT_DATA: &str = "../shared/data/mvtec/bottle/train/good";
 
 fn env_or(name: &str, default: &str) -> String {
@@ -105,7 +109,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn child(size: u32, fast_path: FastPath, warmup: usize, steps: usize) {
     tch::set_num_threads(threads() as i32);
     let (imgs, data) = images(size);
-    let mut source = ToySource::new(imgs, BATCH_IMAGES, 0)
+    let mut source = ToySource::new(imgs, batch_images(), 0)
         .expect("images")
         .three_way();
     let config = ClassifierConfig {
@@ -139,7 +143,7 @@ fn child(size: u32, fast_path: FastPath, warmup: usize, steps: usize) {
             panic!("training failed: {e}");
         }
     }
-    let batch = (BATCH_IMAGES * 3) as f64;
+    let batch = (batch_images() * 3) as f64;
     let timed: Vec<f64> = times.iter().skip(warmup).map(|d| d.as_secs_f64()).collect();
     let ips = median(timed.iter().map(|s| batch / s).collect());
     let line = serde_json::json!({

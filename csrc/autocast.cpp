@@ -18,6 +18,13 @@ TORCH_API int increment_nesting();
 TORCH_API int decrement_nesting();
 }  // namespace at::autocast
 
+#ifdef CUTPASTE_CUDA
+// Declared in ATen/cuda/CUDAContextLight.h (libtorch_cuda.so); only its address is taken.
+namespace at::cuda {
+int warp_size();
+}  // namespace at::cuda
+#endif
+
 extern "C" {
 
 // Enables autocast to `dtype` (a c10::ScalarType code) for `device` (a c10::DeviceType code) on
@@ -60,5 +67,14 @@ int cutpaste_autocast_is_enabled(int device) {
     return -1;
   }
 }
+
+#ifdef CUTPASTE_CUDA
+// Referencing a libtorch_cuda symbol keeps that library linked although rustc links with
+// --as-needed (and the `as-needed` link modifier is nightly-only): without it
+// Device::cuda_if_available() cannot see the GPU. Called (never dereferenced) from Rust.
+const void* cutpaste_cuda_link_anchor() {
+  return reinterpret_cast<const void*>(&at::cuda::warp_size);
+}
+#endif
 
 }  // extern "C"

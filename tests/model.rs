@@ -253,10 +253,15 @@ fn pretrained_backbone_loads_torchvision_names_and_leaves_the_head() {
     }
     assert!(dst.named_variables()["head.out.weight"].equal(&head_before));
     // Into a channels-last, bf16 classifier too (layout kept).
-    let config = ClassifierConfig::new(3, CPU);
+    let mut config = ClassifierConfig::new(3, CPU);
+    config.fast_path = FastPath {
+        precision: Precision::Bf16,
+        channels_last: true,
+    };
     let mut cl = Classifier::new(&config, CPU, 0).unwrap();
     cl.load_backbone(&path).unwrap();
     let w = &cl.named_variables()["conv1.weight"];
+    assert_eq!(w.stride()[1], 1, "layout kept channels-last");
     assert!(w.allclose(&(&s["conv1.weight"] + 0.5), 0.0, 0.0, false));
 }
 
@@ -355,4 +360,33 @@ fn save_and_load_weights_round_trip_with_atomic_write() {
         c.load_weights(&path),
         Err(Error::WeightsMismatch { .. })
     ));
+}
+
+/// GPU check, only with `--features cuda` and a visible GPU: the seeded init is device
+/// independent and a training-mode forward agrees with the CPU one.
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_classifier_matches_cpu() {
+    let gpu = Device::cuda_if_available();
+    if gpu == CPU {
+        eprintln!("no CUDA device visible: skipping");
+        return;
+    }
+    let config = ClassifierConfig {
+        num_classes: 3,
+        head: HeadConfig::paper(),
+        fast_path: FastPath::FP32,
+    };
+    let (a, b) = (classifier(3, 1), Classifier::new(&config, gpu, 1).unwrap());
+    let vb = b.named_variables();
+    for (k, t) in a.named_variables() {
+        assert!(t.equal(&vb[&k].to_device(CPU)), "{k}");
+    }
+    let x = Tensor::randn([4, 3, 64, 64], (Kind::Float, CPU));
+    let (la, lb) = (
+        a.forward_t(&x, true).unwrap().logits,
+        b.forward_t(&x, true).unwrap().logits,
+    );
+    let diff = (la - lb.to_device(CPU)).abs().max().double_value(&[]);
+    assert!(diff < 1e-3, "{diff}");
 }

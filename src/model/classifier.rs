@@ -60,6 +60,7 @@ impl Classifier {
     /// Builds a randomly initialised classifier (from scratch, as in the paper) on `device`;
     /// the same `seed` gives the same initial weights on every device.
     pub fn new(config: &ClassifierConfig, device: Device, seed: u64) -> Result<Self> {
+        super::precision::keep_cuda_linked();
         check_num_classes(config.num_classes)?;
         config.head.check()?;
         let vs = nn::VarStore::new(device);

@@ -4,6 +4,9 @@
 //! Written out (PyTorch `torch.optim.SGD` semantics, dampening 0, no Nesterov) so that the
 //! momentum buffers can be checkpointed:
 //! `d = g + wd·θ;  b ← μ·b + d;  θ ← θ − lr·b` (with `b = 0` before the first step).
+//! Weight decay applies to every trainable parameter, BatchNorm weights and biases included, as
+//! when all of a model's parameters are handed to `torch.optim.SGD` **[our choice]**; BatchNorm
+//! running statistics are not parameters.
 use crate::error::Result;
 use std::collections::BTreeMap;
 use tch::Tensor;
