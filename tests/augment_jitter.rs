@@ -33,7 +33,12 @@ fn assert_close(input: &RgbImage, out: &RgbImage, oracle: impl Fn(&Rgb<u8>) -> [
     for (p, q) in input.pixels().zip(out.pixels()) {
         let want = oracle(p);
         for c in 0..3 {
-            assert!((f64::from(q.0[c]) - want[c]).abs() <= 1.0, "{:?} -> {:?}, oracle {want:?}", p.0, q.0);
+            assert!(
+                (f64::from(q.0[c]) - want[c]).abs() <= 1.0,
+                "{:?} -> {:?}, oracle {want:?}",
+                p.0,
+                q.0
+            );
         }
     }
 }
@@ -46,7 +51,13 @@ fn hue_oracle(p: &Rgb<u8>, shift: f64) -> [f64; 3] {
         return [r, g, b];
     }
     let d = max - min;
-    let mut h = if max == r { ((g - b) / d) / 6.0 } else if max == g { (2.0 + (b - r) / d) / 6.0 } else { (4.0 + (r - g) / d) / 6.0 };
+    let mut h = if max == r {
+        ((g - b) / d) / 6.0
+    } else if max == g {
+        (2.0 + (b - r) / d) / 6.0
+    } else {
+        (4.0 + (r - g) / d) / 6.0
+    };
     h = (h + shift).rem_euclid(1.0);
     let (v, s) = (max, d / max);
     let i = (h * 6.0).floor();

@@ -38,7 +38,11 @@ fn assert_equal_outside(a: &RgbImage, b: &RgbImage, mask: &GrayImage) -> usize {
     let mut inside = 0;
     for (x, y, m) in mask.enumerate_pixels() {
         match m.0[0] {
-            0 => assert_eq!(a.get_pixel(x, y), b.get_pixel(x, y), "pixel ({x}, {y}) outside footprint changed"),
+            0 => assert_eq!(
+                a.get_pixel(x, y),
+                b.get_pixel(x, y),
+                "pixel ({x}, {y}) outside footprint changed"
+            ),
             255 => inside += 1,
             v => panic!("footprint value {v} is neither 0 nor 255"),
         }
@@ -175,27 +179,41 @@ proptest! {
 fn size_limits_are_exact_and_seed_independent() {
     // Smallest CutPaste side: √(0.02 · 0.3) · s ≥ 0.5 ⇔ s ≥ 6.45.
     let cp = Augmentation::cutpaste();
-    assert!(matches!(cp.views(&noise_image(6, 6, 1), 0), Err(Error::ImageTooSmall { min: 7, .. })));
+    assert!(matches!(
+        cp.views(&noise_image(6, 6, 1), 0),
+        Err(Error::ImageTooSmall { min: 7, .. })
+    ));
     for seed in 0..50 {
         assert!(cp.views(&noise_image(7, 7, 1), seed).is_ok());
     }
     // Largest scar 16 × 25 over ±45°: box width ≤ 41/√2 = 28.99, height ≤ √(16² + 25²) = 29.68.
     assert_eq!(ScarParams::paper().min_image_size(), (29, 30));
     let sc = Augmentation::scar();
-    assert!(matches!(sc.views(&noise_image(29, 29, 1), 0), Err(Error::ImageTooSmall { min: 30, .. })));
+    assert!(matches!(
+        sc.views(&noise_image(29, 29, 1), 0),
+        Err(Error::ImageTooSmall { min: 30, .. })
+    ));
     for seed in 0..200 {
         assert!(sc.views(&noise_image(29, 30, 1), seed).is_ok());
     }
     // Rotation needs square images.
-    let err = Augmentation::rotation().views(&noise_image(32, 33, 1), 0).unwrap_err();
-    assert!(matches!(&err, Error::InvalidParam { name, .. } if name == "image"), "{err}");
+    let err = Augmentation::rotation()
+        .views(&noise_image(32, 33, 1), 0)
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidParam { name, .. } if name == "image"),
+        "{err}"
+    );
 }
 
 #[test]
 fn rotation_views_are_counter_clockwise_quarter_turns() {
     let img = noise_image(33, 33, 5);
     let views = Augmentation::rotation().views(&img, 11).unwrap();
-    assert_eq!(views.iter().map(|v| v.label).collect::<Vec<_>>(), [0, 1, 2, 3]);
+    assert_eq!(
+        views.iter().map(|v| v.label).collect::<Vec<_>>(),
+        [0, 1, 2, 3]
+    );
     // Oracle: one counter-clockwise quarter turn maps input (W − 1 − y, x) to output (x, y).
     let n = 33;
     for k in 1..4 {
@@ -204,7 +222,10 @@ fn rotation_views_are_counter_clockwise_quarter_turns() {
         for y in 0..n {
             for x in 0..n {
                 let (sx, sy) = (n - 1 - y, x);
-                assert_eq!(views[k].image.get_pixel(x, y), views[k - 1].image.get_pixel(sx, sy));
+                assert_eq!(
+                    views[k].image.get_pixel(x, y),
+                    views[k - 1].image.get_pixel(sx, sy)
+                );
             }
         }
     }
@@ -218,7 +239,10 @@ fn same_seed_same_views_and_different_seeds_differ() {
         let a = aug.views(&img, 42).unwrap();
         assert_eq!(a, aug.views(&img, 42).unwrap(), "{v:?} not reproducible");
         let b = aug.views(&img, 43).unwrap();
-        assert_ne!(a[1].image, b[1].image, "{v:?}: seeds 42 and 43 gave the same view");
+        assert_ne!(
+            a[1].image, b[1].image,
+            "{v:?}: seeds 42 and 43 gave the same view"
+        );
     }
 }
 
@@ -272,7 +296,10 @@ fn batch_is_image_major_and_matches_per_image_views() {
     assert_ne!(image_seed(99, 0), image_seed(100, 0));
     let mut bad = images.clone();
     bad[4] = noise_image(20, 20, 0);
-    assert!(matches!(batch_views(&aug, &bad, 1), Err(Error::ImageTooSmall { .. })));
+    assert!(matches!(
+        batch_views(&aug, &bad, 1),
+        Err(Error::ImageTooSmall { .. })
+    ));
 }
 
 #[cfg(feature = "parallel")]
@@ -281,7 +308,10 @@ fn batch_is_independent_of_thread_count() {
     let images: Vec<RgbImage> = (0..9).map(|i| noise_image(36, 36, i)).collect();
     let aug = Augmentation::union();
     let run = |threads| {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
         pool.install(|| batch_views(&aug, &images, 5).unwrap())
     };
     let one = run(1);
@@ -296,16 +326,36 @@ fn invalid_parameters_are_rejected_by_name() {
         (Augmentation::cutpaste().area_ratio(0.0, 0.1), "area_ratio"),
         (Augmentation::cutpaste().area_ratio(0.2, 0.1), "area_ratio"),
         (Augmentation::cutpaste().area_ratio(0.1, 1.0), "area_ratio"),
-        (Augmentation::cutpaste().aspect_ratio(-1.0, 2.0), "aspect_ratio"),
-        (Augmentation::cutpaste().aspect_ratio(f64::NAN, 2.0), "aspect_ratio"),
+        (
+            Augmentation::cutpaste().aspect_ratio(-1.0, 2.0),
+            "aspect_ratio",
+        ),
+        (
+            Augmentation::cutpaste().aspect_ratio(f64::NAN, 2.0),
+            "aspect_ratio",
+        ),
         (Augmentation::scar().scar_width(1, 4), "scar_width"),
         (Augmentation::scar().scar_length(12, 10), "scar_length"),
-        (Augmentation::scar().scar_rotation(-200.0, 0.0), "scar_rotation"),
-        (Augmentation::three_way().patch_jitter(ColorJitter::new(0.1, -0.1, 0.1, 0.1)), "patch_jitter.contrast"),
-        (Augmentation::three_way().patch_jitter(ColorJitter::uniform(0.6)), "patch_jitter.hue"),
-        (Augmentation::rotation().pre_augment(Some(PreAugment::paper().translate(0.5))), "pre_augment.translate"),
         (
-            Augmentation::rotation().pre_augment(Some(PreAugment::paper().jitter(ColorJitter::new(f32::INFINITY, 0.0, 0.0, 0.0)))),
+            Augmentation::scar().scar_rotation(-200.0, 0.0),
+            "scar_rotation",
+        ),
+        (
+            Augmentation::three_way().patch_jitter(ColorJitter::new(0.1, -0.1, 0.1, 0.1)),
+            "patch_jitter.contrast",
+        ),
+        (
+            Augmentation::three_way().patch_jitter(ColorJitter::uniform(0.6)),
+            "patch_jitter.hue",
+        ),
+        (
+            Augmentation::rotation().pre_augment(Some(PreAugment::paper().translate(0.5))),
+            "pre_augment.translate",
+        ),
+        (
+            Augmentation::rotation().pre_augment(Some(
+                PreAugment::paper().jitter(ColorJitter::new(f32::INFINITY, 0.0, 0.0, 0.0)),
+            )),
             "pre_augment.jitter.brightness",
         ),
     ];
@@ -317,7 +367,10 @@ fn invalid_parameters_are_rejected_by_name() {
         }
     }
     // Parameters a label set does not use are not checked.
-    assert!(Augmentation::cutpaste().scar_width(0, 0).views(&img, 0).is_ok());
+    assert!(Augmentation::cutpaste()
+        .scar_width(0, 0)
+        .views(&img, 0)
+        .is_ok());
 }
 
 #[test]
