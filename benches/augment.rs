@@ -17,8 +17,11 @@ use std::hint::black_box;
 use std::path::Path;
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use cutpaste::augment::{batch_views, cutpaste, scar, Augmentation, CutPasteParams, ScarParams};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use cutpaste::augment::{
+    adjust_brightness, adjust_hue, adjust_saturation, batch_views, color_jitter, cutpaste, scar,
+    Augmentation, ColorJitter, CutPasteParams, ScarParams,
+};
 use image::{imageops::FilterType, RgbImage};
 
 #[global_allocator]
@@ -86,5 +89,44 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// The colour-jitter operations alone on the whole 256² image (where the time of a view goes).
+fn jitter_ops(c: &mut Criterion) {
+    let img = input();
+    let mut group = c.benchmark_group("jitter_256");
+    group
+        .sample_size(40)
+        .measurement_time(Duration::from_secs(2));
+    let jitter = ColorJitter::paper();
+    let mut seed = 0u64;
+    group.bench_function("color_jitter_0.1", |b| {
+        b.iter(|| {
+            seed += 1;
+            black_box(color_jitter(black_box(&img), &jitter, seed).ok())
+        })
+    });
+    group.bench_function("hue", |b| {
+        b.iter_batched_ref(
+            || img.clone(),
+            |im| adjust_hue(im, 0.05),
+            BatchSize::LargeInput,
+        )
+    });
+    group.bench_function("saturation", |b| {
+        b.iter_batched_ref(
+            || img.clone(),
+            |im| adjust_saturation(im, 1.05),
+            BatchSize::LargeInput,
+        )
+    });
+    group.bench_function("brightness", |b| {
+        b.iter_batched_ref(
+            || img.clone(),
+            |im| adjust_brightness(im, 1.05),
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench, jitter_ops);
 criterion_main!(benches);

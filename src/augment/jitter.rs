@@ -6,7 +6,8 @@
 //! the hue shift from `U[−h, h]` (in turns, `h ≤ 0.5`), and a component whose strength is 0 is
 //! skipped (torchvision stores it as `None`), so a jitter of all zeros is the identity.
 //!
-//! Each operation works on 8-bit pixels and rounds its result back to 8 bits before the next one
+//! Each operation works on 8-bit pixels and rounds its result back to 8 bits (to nearest, ties to
+//! even, clamped to `[0, 255]`) before the next one
 //! runs, like torchvision's PIL path (`ImageEnhance` + HSV). The greyscale used by contrast and
 //! saturation is ITU-R 601-2 luma `0.299 R + 0.587 G + 0.114 B` as a float (not truncated).
 //! The hue shift rotates the hue in HSV space as torchvision's `_rgb2hsv`/`_hsv2rgb` do, in
@@ -17,6 +18,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use super::kernels::{self, Step};
 use crate::{Error, Result};
 
 /// Strengths of the four jitter components (torchvision `ColorJitter(brightness, contrast,
@@ -176,16 +178,29 @@ impl JitterFactors {
         }
     }
 
-    /// Applies the operations in [`order`](Self::order) to `image` in place.
+    /// True when every operation is skipped.
+    pub fn is_identity(&self) -> bool {
+        self.brightness.is_none()
+            && self.contrast.is_none()
+            && self.saturation.is_none()
+            && self.hue.is_none()
+    }
+
+    /// Applies the operations in [`order`](Self::order) to `image` in place. The same as calling
+    /// [`adjust_brightness`], [`adjust_contrast`], [`adjust_saturation`] and [`adjust_hue`] in
+    /// that order, fused into at most two passes over the image.
     pub fn apply(&self, image: &mut RgbImage) {
-        for op in self.order {
-            match op {
-                JitterOp::Brightness => self.brightness.map(|f| adjust_brightness(image, f)),
-                JitterOp::Contrast => self.contrast.map(|f| adjust_contrast(image, f)),
-                JitterOp::Saturation => self.saturation.map(|f| adjust_saturation(image, f)),
-                JitterOp::Hue => self.hue.map(|h| adjust_hue(image, h)),
-            };
-        }
+        let steps: Vec<Step> = self
+            .order
+            .iter()
+            .filter_map(|op| match op {
+                JitterOp::Brightness => self.brightness.map(brightness_step),
+                JitterOp::Contrast => self.contrast.map(Step::Contrast),
+                JitterOp::Saturation => self.saturation.map(Step::Saturation),
+                JitterOp::Hue => self.hue.map(|h| Step::Hue(shift_sextants(h))),
+            })
+            .collect();
+        kernels::run(image, &steps);
     }
 }
 
@@ -203,95 +218,50 @@ pub fn color_jitter(
     Ok((out, factors))
 }
 
-/// Rounds a float already known to be finite to the nearest 8-bit value, saturating.
-#[inline(always)]
-fn to_u8(v: f32) -> u8 {
-    // `as u8` saturates and maps NaN to 0; adding 0.5 then truncating rounds half up.
-    (v.clamp(0.0, 255.0) + 0.5) as u8
+fn brightness_step(factor: f32) -> Step {
+    Step::Affine {
+        scale: factor,
+        offset: 0.0,
+    }
 }
 
-/// Applies a 256-entry lookup table to every channel.
-fn apply_lut(image: &mut RgbImage, lut: &[u8; 256]) {
-    for v in image.iter_mut() {
-        *v = lut[*v as usize];
+/// A hue shift in turns as sextants wrapped into `[0, 6)`.
+fn shift_sextants(shift: f32) -> f32 {
+    let s = shift * 6.0;
+    let s = s - 6.0 * (s / 6.0).floor();
+    if (0.0..6.0).contains(&s) {
+        s
+    } else {
+        0.0
     }
 }
 
 /// torchvision `adjust_brightness`: every channel becomes `round(clamp(x·factor))`.
 pub fn adjust_brightness(image: &mut RgbImage, factor: f32) {
-    let lut: [u8; 256] = std::array::from_fn(|x| to_u8(x as f32 * factor));
-    apply_lut(image, &lut);
+    kernels::run(image, &[brightness_step(factor)]);
 }
 
-/// Mean ITU-R 601-2 grey level of an image (0 for an empty image).
+/// Mean ITU-R 601-2 grey level `0.299 R + 0.587 G + 0.114 B` of an image (0 when empty).
 pub fn mean_gray(image: &RgbImage) -> f32 {
-    let n = u64::from(image.width()) * u64::from(image.height());
-    if n == 0 {
-        return 0.0;
-    }
-    // Integer sums are exact; weights applied once at the end.
-    let mut sums = [0u64; 3];
-    for px in image.as_raw().chunks_exact(3) {
-        sums[0] += u64::from(px[0]);
-        sums[1] += u64::from(px[1]);
-        sums[2] += u64::from(px[2]);
-    }
-    let total = 0.299 * sums[0] as f64 + 0.587 * sums[1] as f64 + 0.114 * sums[2] as f64;
-    (total / n as f64) as f32
+    kernels::mean_grey(image)
 }
 
 /// torchvision `adjust_contrast`: blend with the image's mean grey level,
 /// `round(clamp(factor·x + (1 − factor)·mean))`.
 pub fn adjust_contrast(image: &mut RgbImage, factor: f32) {
-    let offset = (1.0 - factor) * mean_gray(image);
-    let lut: [u8; 256] = std::array::from_fn(|x| to_u8(factor * x as f32 + offset));
-    apply_lut(image, &lut);
+    kernels::run(image, &[Step::Contrast(factor)]);
 }
 
 /// torchvision `adjust_saturation`: blend each pixel with its own grey level,
 /// `round(clamp(factor·x + (1 − factor)·grey))`.
 pub fn adjust_saturation(image: &mut RgbImage, factor: f32) {
-    let keep = 1.0 - factor;
-    for px in image.chunks_exact_mut(3) {
-        let (r, g, b) = (f32::from(px[0]), f32::from(px[1]), f32::from(px[2]));
-        let grey = keep * (0.299 * r + 0.587 * g + 0.114 * b);
-        px[0] = to_u8(factor * r + grey);
-        px[1] = to_u8(factor * g + grey);
-        px[2] = to_u8(factor * b + grey);
-    }
+    kernels::run(image, &[Step::Saturation(factor)]);
 }
 
 /// torchvision `adjust_hue`: converts to HSV, adds `shift` (in turns) to the hue modulo 1 and
 /// converts back; value and saturation are kept. Grey pixels (max = min) are unchanged.
 pub fn adjust_hue(image: &mut RgbImage, shift: f32) {
-    // Hue in "sextants" (0..6), the unit of torchvision's `_rgb2hsv` before its final `/ 6`.
-    let shift6 = (shift * 6.0).rem_euclid(6.0);
-    for px in image.chunks_exact_mut(3) {
-        let (r, g, b) = (f32::from(px[0]), f32::from(px[1]), f32::from(px[2]));
-        let max = r.max(g).max(b);
-        let min = r.min(g).min(b);
-        let chroma = max - min;
-        if chroma == 0.0 {
-            continue;
-        }
-        let h6 = if max == r {
-            (g - b) / chroma
-        } else if max == g {
-            2.0 + (b - r) / chroma
-        } else {
-            4.0 + (r - g) / chroma
-        };
-        let h6 = (h6 + shift6).rem_euclid(6.0);
-        // HSV → RGB: channel n is `max − chroma·clamp(min(k, 4 − k), 0, 1)`, k = (n + h6) mod 6,
-        // with n = 5, 3, 1 for R, G, B.
-        let channel = |n: f32| {
-            let k = (n + h6) % 6.0;
-            to_u8(max - chroma * k.min(4.0 - k).clamp(0.0, 1.0))
-        };
-        px[0] = channel(5.0);
-        px[1] = channel(3.0);
-        px[2] = channel(1.0);
-    }
+    kernels::run(image, &[Step::Hue(shift_sextants(shift))]);
 }
 
 /// Draws a jitter from `rng` and applies it in place (parameters already checked).

@@ -33,6 +33,7 @@ mod batch;
 mod cutpaste;
 mod geometry;
 mod jitter;
+mod kernels;
 mod labels;
 mod preaugment;
 mod scar;
