@@ -275,3 +275,67 @@ fn hue((r, g, b): Planes<'_>, shift6: f32) {
         *b = channel(1.0);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn noise(n: usize, seed: u32) -> Vec<u8> {
+        let mut s = seed | 1;
+        (0..3 * n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s >> 24) as u8
+            })
+            .collect()
+    }
+
+    /// Each step on its own, through bytes.
+    fn one_by_one(raw: &mut [u8], steps: &[Step]) {
+        for s in steps {
+            pass_generic(raw, std::slice::from_ref(s));
+        }
+    }
+
+    const CHAIN: [Step; 4] = [
+        Step::Hue(0.4),
+        Step::Saturation(1.08),
+        Step::Contrast(0.93),
+        Step::Affine {
+            scale: 1.05,
+            offset: 0.0,
+        },
+    ];
+
+    #[test]
+    fn fused_chain_equals_steps_one_by_one_across_tiles() {
+        // 3·TILE/2 + 5 pixels: two tiles, a partial one, a tail that is not a multiple of 8.
+        let n = 3 * TILE / 2 + 5;
+        let mut fused = noise(n, 7);
+        let mut single = fused.clone();
+        run(&mut fused, &CHAIN);
+        one_by_one(&mut single, &CHAIN);
+        assert_eq!(fused, single);
+    }
+
+    #[test]
+    fn dispatched_pass_equals_the_generic_build() {
+        let mut a = noise(TILE + 3, 9);
+        let mut b = a.clone();
+        pass(&mut a, &CHAIN); // AVX2 where available
+        pass_generic(&mut b, &CHAIN);
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn images_beyond_the_scratch_limit_take_the_byte_path() {
+        let n = BUFFER_MAX_PIXELS + 17;
+        let mut fused = noise(n, 3);
+        let mut single = fused.clone();
+        run(&mut fused, &CHAIN);
+        one_by_one(&mut single, &CHAIN);
+        assert!(fused == single);
+    }
+}
