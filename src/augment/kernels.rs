@@ -254,13 +254,15 @@ fn hue((r, g, b): Planes<'_>, shift6: f32) {
         let chroma = max - min;
         let div = if chroma > 0.0 { chroma } else { 1.0 };
         // Hue in sextants: [-1, 5) before the shift, [-1, 11) after, then wrapped to [0, 6].
-        let h = if max == ri {
-            (gi - bi) / div
+        // Numerator and base are selected first so that there is one division, not three.
+        let (base, num) = if max == ri {
+            (0.0, gi - bi)
         } else if max == gi {
-            2.0 + (bi - ri) / div
+            (2.0, bi - ri)
         } else {
-            4.0 + (ri - gi) / div
-        } + shift6;
+            (4.0, ri - gi)
+        };
+        let h = base + num / div + shift6;
         let h = if h < 0.0 { h + 6.0 } else { h };
         let h = if h >= 6.0 { h - 6.0 } else { h };
         // Channel n (5, 3, 1 for R, G, B) is `max − chroma·clamp(min(k, 4 − k), 0, 1)`,
@@ -268,7 +270,8 @@ fn hue((r, g, b): Planes<'_>, shift6: f32) {
         let channel = |n: f32| {
             let k = n + h;
             let k = if k >= 6.0 { k - 6.0 } else { k };
-            q(max - chroma * k.min(4.0 - k).clamp(0.0, 1.0))
+            // In [min, max] ⊂ [0, 255] already: round without clamping.
+            (max - chroma * k.min(4.0 - k).clamp(0.0, 1.0) + MAGIC) - MAGIC
         };
         *r = channel(5.0);
         *g = channel(3.0);
