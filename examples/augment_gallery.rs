@@ -29,7 +29,10 @@ fn overlay(original: &RgbImage, footprint: Option<&GrayImage>) -> RgbImage {
         if footprint.is_some_and(|f| f.get_pixel(x, y).0[0] == 255) {
             Rgb([230, 30, 30])
         } else {
-            Rgb(original.get_pixel(x, y).0.map(|v| (u16::from(v) * 2 / 5) as u8))
+            Rgb(original
+                .get_pixel(x, y)
+                .0
+                .map(|v| (u16::from(v) * 2 / 5) as u8))
         }
     })
 }
@@ -39,10 +42,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let Some(input) = args.get(1) else {
         return Err("usage: augment_gallery <input image> [output.png] [seed]".into());
     };
-    let output = args.get(2).cloned().unwrap_or_else(|| "out/augment_gallery.png".into());
+    let output = args
+        .get(2)
+        .cloned()
+        .unwrap_or_else(|| "out/augment_gallery.png".into());
     let seed: u64 = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(0);
 
-    let original = imageops::resize(&image::open(input)?.to_rgb8(), SIDE, SIDE, imageops::FilterType::Triangle);
+    let original = imageops::resize(
+        &image::open(input)?.to_rgb8(),
+        SIDE,
+        SIDE,
+        imageops::FilterType::Triangle,
+    );
     let cp = cutpaste(&original, &CutPasteParams::paper(), seed)?;
     let sc = scar(&original, &ScarParams::paper(), seed)?;
     let co = cutout(&original, &CutPasteParams::paper(), CutoutFill::Gray, seed)?;
@@ -57,13 +68,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         RgbImage::from_pixel(SIDE, SIDE, Rgb([40, 40, 40])),
     ];
     let cols = top.len() as u32;
-    let mut grid = RgbImage::from_pixel(cols * SIDE + (cols + 1) * GAP, 2 * SIDE + 3 * GAP, Rgb([255; 3]));
+    let mut grid = RgbImage::from_pixel(
+        cols * SIDE + (cols + 1) * GAP,
+        2 * SIDE + 3 * GAP,
+        Rgb([255; 3]),
+    );
     for (i, (t, b)) in top.iter().zip(&bottom).enumerate() {
         let x = i64::from(GAP + i as u32 * (SIDE + GAP));
         imageops::replace(&mut grid, *t, x, i64::from(GAP));
         imageops::replace(&mut grid, b, x, i64::from(2 * GAP + SIDE));
     }
-    if let Some(dir) = std::path::Path::new(&output).parent().filter(|d| !d.as_os_str().is_empty()) {
+    if let Some(dir) = std::path::Path::new(&output)
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
         std::fs::create_dir_all(dir)?;
     }
     grid.save(&output)?;

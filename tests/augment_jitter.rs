@@ -127,8 +127,9 @@ proptest! {
     }
 
     #[test]
-    fn jitter_runs_the_drawn_operations_in_the_drawn_order(seed in any::<u64>()) {
-        let img = noise_image(20, 20, seed);
+    fn jitter_runs_the_drawn_operations_in_the_drawn_order(seed in any::<u64>(), w in 8u32..72) {
+        // Up to 72 × 40 pixels: more than one tile of the fused kernels.
+        let img = noise_image(w, 40, seed);
         let (out, f) = color_jitter(&img, &ColorJitter::paper(), seed).unwrap();
         let mut manual = img.clone();
         for op in f.order {

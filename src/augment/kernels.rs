@@ -254,13 +254,15 @@ fn hue((r, g, b): Planes<'_>, shift6: f32) {
         let chroma = max - min;
         let div = if chroma > 0.0 { chroma } else { 1.0 };
         // Hue in sextants: [-1, 5) before the shift, [-1, 11) after, then wrapped to [0, 6].
-        let h = if max == ri {
-            (gi - bi) / div
+        // Numerator and base are selected first so that there is one division, not three.
+        let (base, num) = if max == ri {
+            (0.0, gi - bi)
         } else if max == gi {
-            2.0 + (bi - ri) / div
+            (2.0, bi - ri)
         } else {
-            4.0 + (ri - gi) / div
-        } + shift6;
+            (4.0, ri - gi)
+        };
+        let h = base + num / div + shift6;
         let h = if h < 0.0 { h + 6.0 } else { h };
         let h = if h >= 6.0 { h - 6.0 } else { h };
         // Channel n (5, 3, 1 for R, G, B) is `max − chroma·clamp(min(k, 4 − k), 0, 1)`,
@@ -268,10 +270,75 @@ fn hue((r, g, b): Planes<'_>, shift6: f32) {
         let channel = |n: f32| {
             let k = n + h;
             let k = if k >= 6.0 { k - 6.0 } else { k };
-            q(max - chroma * k.min(4.0 - k).clamp(0.0, 1.0))
+            // In [min, max] ⊂ [0, 255] already: round without clamping.
+            (max - chroma * k.min(4.0 - k).clamp(0.0, 1.0) + MAGIC) - MAGIC
         };
         *r = channel(5.0);
         *g = channel(3.0);
         *b = channel(1.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn noise(n: usize, seed: u32) -> Vec<u8> {
+        let mut s = seed | 1;
+        (0..3 * n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s >> 24) as u8
+            })
+            .collect()
+    }
+
+    /// Each step on its own, through bytes.
+    fn one_by_one(raw: &mut [u8], steps: &[Step]) {
+        for s in steps {
+            pass_generic(raw, std::slice::from_ref(s));
+        }
+    }
+
+    const CHAIN: [Step; 4] = [
+        Step::Hue(0.4),
+        Step::Saturation(1.08),
+        Step::Contrast(0.93),
+        Step::Affine {
+            scale: 1.05,
+            offset: 0.0,
+        },
+    ];
+
+    #[test]
+    fn fused_chain_equals_steps_one_by_one_across_tiles() {
+        // 3·TILE/2 + 5 pixels: two tiles, a partial one, a tail that is not a multiple of 8.
+        let n = 3 * TILE / 2 + 5;
+        let mut fused = noise(n, 7);
+        let mut single = fused.clone();
+        run(&mut fused, &CHAIN);
+        one_by_one(&mut single, &CHAIN);
+        assert_eq!(fused, single);
+    }
+
+    #[test]
+    fn dispatched_pass_equals_the_generic_build() {
+        let mut a = noise(TILE + 3, 9);
+        let mut b = a.clone();
+        pass(&mut a, &CHAIN); // AVX2 where available
+        pass_generic(&mut b, &CHAIN);
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn images_beyond_the_scratch_limit_take_the_byte_path() {
+        let n = BUFFER_MAX_PIXELS + 17;
+        let mut fused = noise(n, 3);
+        let mut single = fused.clone();
+        run(&mut fused, &CHAIN);
+        one_by_one(&mut single, &CHAIN);
+        assert!(fused == single);
     }
 }
