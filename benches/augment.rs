@@ -76,7 +76,9 @@ fn bench(c: &mut Criterion) {
     let batch: Vec<RgbImage> = vec![img.clone(); 64];
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().ok();
     group.throughput(Throughput::Elements(batch.len() as u64));
-    group.sample_size(20).measurement_time(Duration::from_secs(6));
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(6));
     group.bench_function("batch_three_way_2_threads", |b| {
         b.iter(|| {
             seed += 1;
