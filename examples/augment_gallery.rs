@@ -57,7 +57,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let cp = cutpaste(&original, &CutPasteParams::paper(), seed)?;
     let sc = scar(&original, &ScarParams::paper(), seed)?;
-    let co = cutout(&original, &CutPasteParams::paper(), CutoutFill::Gray, seed.wrapping_add(1))?;
+    let co = cutout(
+        &original,
+        &CutPasteParams::paper(),
+        CutoutFill::Gray,
+        seed.wrapping_add(1),
+    )?;
     let rot = rotate_quarters(&original, 1)?;
 
     let top = [&original, &cp.image, &sc.image, &co.image, &rot];
