@@ -4,12 +4,13 @@
 //! pre-augmentation, so only the synthetic defect differs from the original.
 //!
 //! ```text
-//! cargo run --release --example augment_gallery -- ../shared/data/mvtec/bottle/train/good/000.png /tmp/gallery.png 7
-//! #                                                  input image                                 output (default out/augment_gallery.png)  seed (default 0)
+//! cargo run --release --example augment_gallery -- ../shared/data/mvtec/bottle/train/good/000.png out/gallery.png 7
+//! # arguments: input image, output PNG (default out/augment_gallery.png), seed (default 0;
+//! # CutPaste and Scar use it, Cutout uses seed + 1)
 //! ```
 //! Prints one JSON line with what was drawn, e.g.:
 //! ```text
-//! {"input":"../shared/data/mvtec/bottle/train/good/000.png","output":"/tmp/gallery.png","seed":7,"cutpaste":{"source":[23,131,57,94],"destination":[148,57,57,94],"area_ratio":0.0815},"scar":{"width":9,"length":21,"angle_deg":-31.6,"destination":[201,18,19,23]},"cutout":{"region":[94,12,33,70],"colour":[128,128,128]}}
+//! {"cutout":{"colour":[128,128,128],"region":[147,186,59,33]},"cutpaste":{"area_ratio":0.0405,"destination":[8,130,35,77],"source":[59,126,35,77]},"input":"../shared/data/mvtec/bottle/train/good/000.png","output":"out/gallery.png","scar":{"angle_deg":-29.9,"destination":[66,171,10,13],"length":12,"width":4},"seed":7}
 //! ```
 use cutpaste::augment::{
     cutout, cutpaste, rotate_quarters, scar, CutPasteParams, CutoutFill, Rect, ScarParams,
@@ -56,7 +57,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let cp = cutpaste(&original, &CutPasteParams::paper(), seed)?;
     let sc = scar(&original, &ScarParams::paper(), seed)?;
-    let co = cutout(&original, &CutPasteParams::paper(), CutoutFill::Gray, seed)?;
+    let co = cutout(
+        &original,
+        &CutPasteParams::paper(),
+        CutoutFill::Gray,
+        seed.wrapping_add(1),
+    )?;
     let rot = rotate_quarters(&original, 1)?;
 
     let top = [&original, &cp.image, &sc.image, &co.image, &rot];
