@@ -4,14 +4,19 @@
 //! cargo run --example quickstart            # or: make demo
 //! cargo run --example quickstart -- out/synthetic 300 96   # root, training steps (150), side (64)
 //! ```
-//! Prints the dataset, training progress every 25 steps, and the evaluation, e.g.:
+//! Prints the dataset, training progress every 25 steps and the evaluation; measured on a 2-core
+//! CPU (fit 108 s):
 //! ```text
 //! synthetic_part: 64 train, 20 good + 20 defect test images -> out/synthetic/synthetic_part
-//! step 25/200 loss 0.612 acc 0.71 12.3 img/s
+//! step 25/150 loss 1.008 acc 0.40 72.2 img/s
 //! ...
+//! step 150/150 loss 0.725 acc 0.62 62.3 img/s
 //! | synthetic_part | value |
 //! |---|---|
-//! | image AUROC | ... |
+//! | image AUROC | 92.0 |
+//! | AUROC good vs contamination | 68.0 |
+//! | AUROC good vs missing | 100.0 |
+//! ...
 //! ```
 use cutpaste::data::synthetic::{SyntheticKind, SyntheticSpec};
 use cutpaste::prelude::*;

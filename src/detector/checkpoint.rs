@@ -8,6 +8,7 @@ use crate::augment::Augmentation;
 use crate::data::Normalization;
 use crate::density::{ArrayData, DensityRecord, FittedDensity, NamedArray};
 use crate::error::{Error, Result};
+use crate::model::f32_bytes;
 use crate::model::{Classifier, ClassifierConfig, FastPath, HeadConfig, TrainParams};
 use crate::pipeline::{Backbone, DetectorParams};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
@@ -16,7 +17,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
-use tch::{Device, Kind};
+use tch::Device;
 
 /// `format` metadata value of detector checkpoints.
 pub const DETECTOR_FORMAT: &str = "cutpaste.detector";
@@ -49,17 +50,6 @@ fn bad(path: &Path, reason: impl Into<String>) -> Error {
         path: path.to_path_buf(),
         reason: reason.into(),
     }
-}
-
-fn f32_bytes(t: &tch::Tensor) -> Result<Vec<u8>> {
-    let t = t
-        .f_to_device(Device::Cpu)?
-        .f_to_kind(Kind::Float)?
-        .f_contiguous()?;
-    let n = t.numel();
-    let mut buf = vec![0u8; n * 4];
-    t.f_copy_data_u8(&mut buf, n)?;
-    Ok(buf)
 }
 
 impl Detector {

@@ -122,7 +122,7 @@ impl StFile {
 }
 
 /// Little-endian fp32 bytes of `t` (any layout, any device).
-fn f32_bytes(t: &Tensor) -> Result<Vec<u8>> {
+pub(crate) fn f32_bytes(t: &Tensor) -> Result<Vec<u8>> {
     let t = t
         .f_detach()?
         .f_to_device(Device::Cpu)?

@@ -40,6 +40,7 @@ mod train;
 pub use checkpoint::{CHECKPOINT_FORMAT, CHECKPOINT_VERSION, MOMENTUM_PREFIX};
 pub use classifier::{Classifier, ClassifierConfig, ClassifierOutput, HEAD_PREFIX};
 pub use head::{HeadConfig, HeadOutput, MlpHead};
+pub(crate) use io::f32_bytes;
 pub use optim::cosine_lr;
 pub use precision::{autocast_enabled, cpu_has_native_bf16, FastPath, Precision};
 pub use pretrained::is_ignorable_torchvision_key;

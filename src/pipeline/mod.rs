@@ -15,6 +15,12 @@
 //! let score = detector.score(&image)?; // higher = more anomalous
 //! # Ok::<(), cutpaste::Error>(())
 //! ```
+//!
+//! Unfitted parameters cannot score:
+//! ```compile_fail
+//! let params = cutpaste::Detector::params();
+//! let score = params.score(&image::RgbImage::new(64, 64)); // no such method before `fit`
+//! ```
 mod source;
 
 pub use source::AugmentSource;
