@@ -64,18 +64,10 @@ fn threads() -> usize {
 /// Source images resized to `size` once, and what they are.
 fn images(size: u32) -> (Vec<image::RgbImage>, &'static str) {
     let dir = std::path::PathBuf::from(env_or("CUTPASTE_BENCH_DATA", DEFAULT_DATA));
-    let mut paths: Vec<_> = std::fs::read_dir(&dir)
-        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+    let imgs = cutpaste::data::FolderDataset::new(&dir)
+        .open()
+        .and_then(|ds| ds.load_train(size))
         .unwrap_or_default();
-    paths.sort();
-    let imgs: Vec<_> = paths
-        .iter()
-        .filter_map(|p| image::open(p).ok())
-        .map(|im| {
-            im.resize_exact(size, size, image::imageops::FilterType::Triangle)
-                .to_rgb8()
-        })
-        .collect();
     if imgs.is_empty() {
         eprintln!(
             "bench: no images in {} — using synthetic ones",

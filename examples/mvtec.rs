@@ -114,10 +114,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .fit_with(&ds, |e| {
             if let FitEvent::Train(p) = e {
                 if p.step % 25 == 0 || p.step == steps {
-                    eprintln!(
-                        "step {}/{} loss {:.3} acc {:.2} {:.1} img/s",
-                        p.step, steps, p.loss, p.accuracy, p.images_per_sec
-                    );
+                    eprintln!("{p}");
                 }
             }
             Control::Continue

@@ -58,10 +58,7 @@ fn main() -> cutpaste::Result<()> {
         .fit_with(&ds, |event| {
             if let FitEvent::Train(p) = event {
                 if p.step % 25 == 0 || p.step == steps {
-                    println!(
-                        "step {}/{} loss {:.3} acc {:.2} {:.1} img/s",
-                        p.step, steps, p.loss, p.accuracy, p.images_per_sec
-                    );
+                    println!("{p}");
                 }
             }
             Control::Continue

@@ -75,18 +75,10 @@ fn parse() -> Result<Args, String> {
 
 /// The folder's images resized to `size`, or synthetic ones when it has none.
 fn load(dir: &str, size: u32) -> (Vec<image::RgbImage>, &'static str) {
-    let mut paths: Vec<_> = std::fs::read_dir(dir)
-        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+    let imgs = cutpaste::data::FolderDataset::new(dir)
+        .open()
+        .and_then(|ds| ds.load_train(size))
         .unwrap_or_default();
-    paths.sort();
-    let imgs: Vec<_> = paths
-        .iter()
-        .filter_map(|p| image::open(p).ok())
-        .map(|im| {
-            im.resize_exact(size, size, image::imageops::FilterType::Triangle)
-                .to_rgb8()
-        })
-        .collect();
     if imgs.is_empty() {
         eprintln!("no images in {dir}: training on synthetic images");
         (ToySource::synthetic_images(32, size, 0), "synthetic")
