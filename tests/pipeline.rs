@@ -144,8 +144,9 @@ fn fit_score_threshold_predict_evaluate() {
 
     let report = det.evaluate(&ds).unwrap();
     assert_eq!(report.n_test, 6);
-    assert_eq!(report.scores.len(), 6);
-    let auc = cutpaste::metrics::roc_auc(&report.scores, &labels).unwrap();
+    assert_eq!(report.samples.len(), 6);
+    assert_eq!(report.labels(), labels);
+    let auc = cutpaste::metrics::roc_auc(&report.scores(), &labels).unwrap();
     assert_eq!(report.image_auroc, auc);
     assert!(report.to_markdown().contains("image AUROC"));
 }

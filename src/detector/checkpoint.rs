@@ -53,11 +53,9 @@ fn bad(path: &Path, reason: impl Into<String>) -> Error {
 }
 
 impl Detector {
-    /// Writes the detector to one `.safetensors` file, atomically. See the module docs.
-    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
-        let path = path.as_ref();
+    fn meta(&self) -> Meta {
         let p = &self.params;
-        let meta = Meta {
+        Meta {
             augmentation: p.augmentation.clone(),
             head: p.head.clone(),
             num_classes: self.classifier.config().num_classes,
@@ -73,7 +71,19 @@ impl Detector {
             density: self.density.record(),
             threshold: self.threshold,
             fit_seconds: self.fit_time.as_secs_f64(),
-        };
+        }
+    }
+
+    /// The run's parameters as the checkpoint records them (JSON), for reports.
+    pub(crate) fn run_info(&self) -> serde_json::Value {
+        serde_json::to_value(self.meta()).unwrap_or_default()
+    }
+
+    /// Writes the detector to one `.safetensors` file, atomically. See the module docs.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let meta = self.meta();
+        let json = serde_json::to_string(&meta).map_err(|e| bad(path, e.to_string()))?;
         let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
         for (name, t) in self.classifier.named_variables() {
             let shape = t.size().iter().map(|&s| s as usize).collect();
@@ -109,7 +119,6 @@ impl Detector {
             "crate_version".to_string(),
             env!("CARGO_PKG_VERSION").to_string(),
         );
-        let json = serde_json::to_string(&meta).map_err(|e| bad(path, e.to_string()))?;
         md.insert("params".to_string(), json);
         let bytes = safetensors::tensor::serialize(views, &Some(md))
             .map_err(|e| bad(path, e.to_string()))?;

@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 
 mod checkpoint;
+mod report;
 pub use checkpoint::{DETECTOR_FORMAT, DETECTOR_FORMAT_VERSION};
+pub use report::{Report, ScoredSample};
 
 /// Images per forward pass when embedding or scoring many images.
 pub const SCORE_BATCH: usize = 32;
@@ -222,66 +224,35 @@ impl Detector {
         let labels: Vec<bool> = dataset.test.iter().map(|s| s.is_anomalous()).collect();
         let types: Vec<String> = dataset.test.iter().map(|s| s.defect_type.clone()).collect();
         let f1 = f1_max(&scores, &labels)?;
+        let samples = dataset
+            .test
+            .iter()
+            .zip(&scores)
+            .map(|(s, &score)| ScoredSample {
+                path: s.path.clone(),
+                defect_type: s.defect_type.clone(),
+                anomalous: s.is_anomalous(),
+                mask: s.mask.clone(),
+                score,
+                overlay: None,
+            })
+            .collect();
         Ok(Report {
             category: dataset.name.clone(),
             image_auroc: roc_auc(&scores, &labels)?,
             per_type_auroc: per_type_auroc(&scores, &labels, &types)?,
             f1_max: f1.f1,
             f1_threshold: f1.threshold,
+            threshold: self.threshold,
+            pixel_auroc: None,
+            aupro: None,
             n_train: dataset.train.len(),
             n_test: images.len(),
             fit_seconds: self.fit_time.as_secs_f64(),
             score_ms_per_image: per_image * 1e3,
-            scores,
+            crate_version: env!("CARGO_PKG_VERSION").to_string(),
+            run: self.run_info(),
+            samples,
         })
-    }
-}
-
-/// Image-level evaluation of a detector on a test set.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Report {
-    /// Dataset name.
-    pub category: String,
-    /// Image AUROC (good vs all defects).
-    pub image_auroc: f64,
-    /// Image AUROC of good vs each defect type.
-    pub per_type_auroc: Vec<(String, f64)>,
-    /// Best F1 over thresholds.
-    pub f1_max: f64,
-    /// The threshold reaching it (scores ≥ it predicted anomalous).
-    pub f1_threshold: f32,
-    /// Training images.
-    pub n_train: usize,
-    /// Test images.
-    pub n_test: usize,
-    /// Wall time of fit (training + density), seconds.
-    pub fit_seconds: f64,
-    /// Batched scoring time per test image, milliseconds.
-    pub score_ms_per_image: f64,
-    /// Test scores in dataset order.
-    pub scores: Vec<f32>,
-}
-
-impl Report {
-    /// JSON (pretty).
-    pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).unwrap_or_default()
-    }
-
-    /// A Markdown table.
-    pub fn to_markdown(&self) -> String {
-        let mut s = format!(
-            "| {} | value |\n|---|---|\n| image AUROC | {:.1} |\n",
-            self.category,
-            100.0 * self.image_auroc
-        );
-        for (t, a) in &self.per_type_auroc {
-            s += &format!("| AUROC good vs {t} | {:.1} |\n", 100.0 * a);
-        }
-        s += &format!(
-            "| F1-max (threshold) | {:.3} ({:.4}) |\n| fit | {:.1} s |\n| score | {:.1} ms/image |\n",
-            self.f1_max, self.f1_threshold, self.fit_seconds, self.score_ms_per_image
-        );
-        s
     }
 }
