@@ -10,6 +10,7 @@ pub mod data;
 pub mod density;
 pub mod detector;
 pub mod error;
+pub mod heatmap;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
