@@ -211,6 +211,29 @@ pub(crate) fn samples_in(dir: &Path, ty: &str) -> Result<Vec<Sample>> {
         .collect())
 }
 
+/// Expands `inputs` into image files: a file is kept as given (whatever its extension; loading
+/// reports what is wrong with it), a folder contributes the image files directly inside it,
+/// sorted. Errors when an input does not exist or a folder cannot be read.
+pub fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in inputs {
+        if p.is_dir() {
+            out.extend(list_images(p)?);
+        } else if p.is_file() {
+            out.push(p.clone());
+        } else {
+            return Err(Error::io(
+                p,
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no such file or folder; give image files or folders of images",
+                ),
+            ));
+        }
+    }
+    Ok(out)
+}
+
 /// Sorted image files directly inside `dir`.
 pub(crate) fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
     let rd = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;

@@ -7,7 +7,9 @@ pub mod image_io;
 pub mod synthetic;
 pub mod tensor;
 
-pub use dataset::{load_all, Dataset, FolderDataset, MvtecCategory, MvtecOptions, Sample, GOOD};
+pub use dataset::{
+    collect_images, load_all, Dataset, FolderDataset, MvtecCategory, MvtecOptions, Sample, GOOD,
+};
 pub use image_io::{
     load_mask, load_rgb, load_rgb_resized, resize_mask, resize_rgb, DEFAULT_SIDE, RESIZE_FILTER,
 };

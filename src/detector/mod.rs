@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 
 mod checkpoint;
+mod files;
 mod report;
 pub use checkpoint::{DETECTOR_FORMAT, DETECTOR_FORMAT_VERSION};
 pub use report::{Report, ScoredSample};

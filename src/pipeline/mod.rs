@@ -95,6 +95,7 @@ impl Default for DetectorParams {
 }
 
 /// Progress of [`DetectorParams::fit_with`].
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq)]
 pub enum FitEvent {
     /// One self-supervised training step finished.

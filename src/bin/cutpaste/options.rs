@@ -1,0 +1,80 @@
+//! Option values shared by the commands: device, variant, density, output files.
+use cutpaste::prelude::*;
+use std::path::Path;
+
+/// Parses `auto`, `cpu`, `cuda` or `cuda:N`.
+pub(crate) fn parse_device(s: &str) -> Result<Device, String> {
+    match s {
+        "auto" => Ok(Device::cuda_if_available()),
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Ok(Device::Cuda(0)),
+        _ => s
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse().ok())
+            .map(Device::Cuda)
+            .ok_or_else(|| format!("unknown device `{s}`: use auto, cpu, cuda or cuda:N")),
+    }
+}
+
+/// The augmentation variants of the paper (Table 1/2).
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub(crate) enum Variant {
+    /// Normal vs CutPaste vs CutPaste-Scar (the paper's best).
+    ThreeWay,
+    /// Normal vs CutPaste.
+    Cutpaste,
+    /// Normal vs CutPaste-Scar.
+    Scar,
+    /// Normal vs either (one anomalous class).
+    Union,
+}
+
+impl Variant {
+    pub(crate) fn augmentation(self) -> Augmentation {
+        match self {
+            Variant::ThreeWay => Augmentation::three_way(),
+            Variant::Cutpaste => Augmentation::cutpaste(),
+            Variant::Scar => Augmentation::scar(),
+            Variant::Union => Augmentation::union(),
+        }
+    }
+}
+
+/// Density estimators for the embeddings.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub(crate) enum DensityKind {
+    /// Gaussian with Ledoit–Wolf shrinkage (paper default).
+    Gaussian,
+    /// Gaussian kernel density estimate.
+    Kde,
+}
+
+impl DensityKind {
+    pub(crate) fn density(self) -> Density {
+        match self {
+            DensityKind::Gaussian => Density::gaussian(),
+            DensityKind::Kde => Density::kde(),
+        }
+    }
+}
+
+/// Refuses to replace a file the user already has unless `force`.
+pub(crate) fn check_new_file(path: &Path, force: bool) -> Result<(), String> {
+    if path.exists() && !force {
+        return Err(format!(
+            "{} already exists; choose another path or pass --force to replace it",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Opens an MVTec-layout category (`train/good`, `test/*`, `ground_truth/*`).
+pub(crate) fn open_mvtec(dir: &Path, image_level_only: bool) -> cutpaste::Result<Dataset> {
+    Dataset::mvtec_with(
+        dir,
+        MvtecOptions {
+            allow_missing_masks: image_level_only,
+        },
+    )
+}

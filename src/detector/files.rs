@@ -1,0 +1,34 @@
+//! Scoring image files as they come: batched, with a per-file result so one unreadable file does
+//! not stop the others.
+use super::{Detector, SCORE_BATCH};
+use crate::data::load_rgb;
+use crate::error::Result;
+use image::RgbImage;
+use std::path::PathBuf;
+
+impl Detector {
+    /// Scores image files (any size; resized like training images), [`SCORE_BATCH`] at a time.
+    /// Returns one result per path, in order: a file that cannot be read or decoded gets its
+    /// typed error and the rest are still scored. `progress(done)` is called after each batch.
+    pub fn score_files(
+        &self,
+        paths: &[PathBuf],
+        mut progress: impl FnMut(usize),
+    ) -> Result<Vec<Result<f32>>> {
+        let mut out: Vec<Result<f32>> = Vec::with_capacity(paths.len());
+        for chunk in paths.chunks(SCORE_BATCH) {
+            let loaded: Vec<Result<RgbImage>> = chunk.iter().map(load_rgb).collect();
+            let ok: Vec<RgbImage> = loaded
+                .iter()
+                .filter_map(|r| r.as_ref().ok())
+                .cloned()
+                .collect();
+            let mut scores = self.score_batch(&ok)?.into_iter();
+            for r in loaded {
+                out.push(r.map(|_| scores.next().unwrap_or(f32::NAN)));
+            }
+            progress(out.len());
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,161 @@
+//! The `cutpaste` binary end to end on a tiny synthetic category (32 px, 2 steps, CPU):
+//! train → eval → predict, plus the exit codes and messages of the failure paths.
+use cutpaste::data::synthetic::{SyntheticKind, SyntheticSpec};
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn cutpaste(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cutpaste"))
+        .args(args)
+        .env("OMP_NUM_THREADS", "1")
+        .output()
+        .expect("the cutpaste binary runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 temp path")
+}
+
+fn train(data: &Path, model: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "train",
+        s(data),
+        "-o",
+        s(model),
+        "--steps",
+        "2",
+        "--size",
+        "32",
+        "--batch-images",
+        "4",
+        "--device",
+        "cpu",
+    ];
+    args.extend_from_slice(extra);
+    cutpaste(&args)
+}
+
+#[test]
+fn train_eval_predict_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = SyntheticSpec::new(SyntheticKind::Part)
+        .side(32)
+        .counts(6, 3, 3)
+        .seed(1)
+        .write(dir.path())
+        .unwrap();
+    let model = dir.path().join("model.safetensors");
+
+    let o = train(&data, &model, &[]);
+    assert!(o.status.success(), "train failed: {}", stderr(&o));
+    assert!(model.is_file());
+    assert!(stderr(&o).contains("threshold"), "{}", stderr(&o));
+
+    // An existing model is never replaced without --force.
+    let before = std::fs::read(&model).unwrap();
+    let o = train(&data, &model, &["--seed", "5"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--force"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&model).unwrap(), before);
+
+    let out = dir.path().join("eval");
+    let o = cutpaste(&[
+        "eval",
+        s(&model),
+        s(&data),
+        "--out",
+        s(&out),
+        "--device",
+        "cpu",
+    ]);
+    assert!(o.status.success(), "eval failed: {}", stderr(&o));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["n_test"], 6);
+    let auroc = report["image_auroc"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&auroc));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("image AUROC"));
+
+    // predict on the test folders: one CSV row per image, scores equal to eval's.
+    let csv = dir.path().join("scores.csv");
+    let good = data.join("test").join("good");
+    let o = cutpaste(&[
+        "predict",
+        s(&model),
+        s(&good),
+        "--csv",
+        s(&csv),
+        "--device",
+        "cpu",
+    ]);
+    assert!(o.status.success(), "predict failed: {}", stderr(&o));
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let rows: Vec<&str> = text.lines().skip(1).collect();
+    assert_eq!(rows.len(), 3);
+    for (row, sample) in rows.iter().zip(report["samples"].as_array().unwrap()) {
+        let cols: Vec<&str> = row.split(',').collect();
+        assert_eq!(
+            Path::new(cols[0]),
+            Path::new(sample["path"].as_str().unwrap())
+        );
+        let (a, b) = (
+            cols[1].parse::<f64>().unwrap(),
+            sample["score"].as_f64().unwrap(),
+        );
+        assert!((a - b).abs() <= 1e-3 * b.abs().max(1.0), "{a} vs {b}");
+        assert!(cols[2] == "true" || cols[2] == "false", "{row}");
+    }
+
+    // A threshold below every score flags everything: exit code 3 with --fail-on-anomaly.
+    let o = cutpaste(&[
+        "predict",
+        s(&model),
+        s(&good),
+        "--threshold",
+        "-1e30",
+        "--fail-on-anomaly",
+        "--device",
+        "cpu",
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(stdout.lines().filter(|l| l.contains(",true,")).count(), 3);
+
+    // An unreadable file gets an error row, the others are still scored: exit code 4.
+    let bad = dir.path().join("broken.png");
+    std::fs::write(&bad, b"not a png").unwrap();
+    let one = good.join("000.png");
+    let o = cutpaste(&["predict", s(&model), s(&bad), s(&one), "--device", "cpu"]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert!(lines[1].starts_with(s(&bad)) && lines[1].contains("broken.png"));
+    assert!(lines[1].split(',').nth(1) == Some(""), "{}", lines[1]);
+    assert!(lines[2].split(',').nth(1).unwrap().parse::<f32>().is_ok());
+}
+
+#[test]
+fn usage_and_input_errors_have_distinct_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    // clap rejects a bad command line with code 2 and names the option.
+    let o = cutpaste(&["train", "x", "-o", "y", "--variant", "rotation-9000"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--variant"), "{}", stderr(&o));
+    // An empty training folder: code 1, the message names the folder.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let o = train(&empty, &dir.path().join("m.safetensors"), &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("empty"), "{}", stderr(&o));
+    // A model file that is not a detector: code 1, the message names it.
+    let fake = dir.path().join("fake.safetensors");
+    std::fs::write(&fake, b"garbage").unwrap();
+    let o = cutpaste(&["predict", s(&fake), s(&empty), "--device", "cpu"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("fake.safetensors"), "{}", stderr(&o));
+}
