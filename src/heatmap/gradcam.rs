@@ -1,0 +1,1 @@
+//! GradCAM (placeholder)
