@@ -203,3 +203,131 @@ fn resize_matches_libtorch_bilinear() {
     }
     assert!(matches!(map.resize(0, 3), Err(Error::InvalidParam { .. })));
 }
+
+mod gradcam {
+    use cutpaste::data::synthetic::{SyntheticKind, SyntheticSpec};
+    use cutpaste::density::FittedDensity;
+    use cutpaste::heatmap::TorchGaussian;
+    use cutpaste::model::Precision;
+    use cutpaste::prelude::*;
+    use image::RgbImage;
+    use ndarray::Array2;
+    use tch::{Kind, Tensor};
+
+    /// 64 px so that `layer4` is a 2×2 grid; 3 training steps, fp32, CPU.
+    fn tiny_detector(density: Density) -> (Detector, SyntheticSpec) {
+        let spec = SyntheticSpec::new(SyntheticKind::Part).side(64).seed(5);
+        let train: Vec<RgbImage> = (0..8).map(|i| spec.train_image(i)).collect();
+        let det = Detector::params()
+            .image_size(64)
+            .batch_images(2)
+            .training(TrainParams::paper().steps(3))
+            .density(density)
+            .device(Device::Cpu)
+            .fast_path(FastPath {
+                precision: Precision::Fp32,
+                channels_last: false,
+            })
+            .seed(11)
+            .fit_images_with(train, |_| Control::Continue)
+            .unwrap();
+        (det, spec)
+    }
+
+    fn to_vec(t: &Tensor) -> Vec<f64> {
+        Vec::try_from(t.to_kind(Kind::Double).flatten(0, -1)).unwrap()
+    }
+
+    /// `s(A)`: pool `[1, 512, h, w]` activations as the backbone does, then score.
+    fn score_of(gauss: &TorchGaussian, a: &[f64], shape: &[i64]) -> f64 {
+        let a = Tensor::from_slice(a).reshape(shape);
+        let pooled = a.adaptive_avg_pool2d([1, 1]).flatten(1, -1);
+        to_vec(&gauss.score(&pooled).unwrap())[0]
+    }
+
+    #[test]
+    fn gradcam_of_the_gaussian_score() {
+        let (det, spec) = tiny_detector(Density::gaussian());
+        let FittedDensity::Gaussian(g) = det.density() else {
+            panic!("Gaussian expected")
+        };
+        let gauss = TorchGaussian::new(g, Device::Cpu).unwrap();
+
+        // 1. TorchGaussian equals the fitted density on arbitrary features (oracle: LAPACK path)
+        let f = Array2::from_shape_fn((5, 512), |(i, j)| ((i * 31 + j * 17) % 13) as f32 - 4.0);
+        let want = g.score_f64(f.view()).unwrap();
+        let t = Tensor::from_slice(f.as_slice().unwrap()).reshape([5, 512]);
+        for (got, want) in to_vec(&gauss.score(&t).unwrap()).iter().zip(&want) {
+            assert!(
+                (got - want).abs() <= 1e-8 * want.abs().max(1.0),
+                "{got} vs {want}"
+            );
+        }
+
+        // 2. the differentiable score of an image equals the detector's score of that image,
+        //    for a defect image at a non-square size
+        let defect = spec.defect_sample(0).image;
+        let wide = image::imageops::resize(&defect, 80, 56, image::imageops::FilterType::Triangle);
+        let parts = det.gradcam_explained(std::slice::from_ref(&wide)).unwrap();
+        let p = &parts[0];
+        let s = f64::from(det.score(&wide).unwrap());
+        assert!((p.score - s).abs() <= 1e-4 * s.abs(), "{} vs {s}", p.score);
+
+        // 3. map at the caller's size, all values >= 0, not all 0 (the pre-ReLU map has zero
+        //    mean over the grid, see 5.), and gradcam() returns the same map
+        let map = &p.map;
+        assert_eq!((map.width(), map.height()), (80, 56));
+        assert!(map.view().iter().all(|&v| v >= 0.0));
+        assert!(map.max().0 > 0.0);
+        assert_eq!(&det.gradcam(&wide).unwrap(), map);
+
+        // 4. autograd vs central finite difference on the largest-gradient activation
+        let shape = p.activations.size();
+        assert_eq!(shape, vec![1, 512, 2, 2]);
+        let a = to_vec(&p.activations);
+        let grads = to_vec(&p.gradients);
+        let k = (0..grads.len())
+            .max_by(|&i, &j| grads[i].abs().total_cmp(&grads[j].abs()))
+            .unwrap();
+        let h = 1e-4 * a[k].abs().max(1.0);
+        let (mut plus, mut minus) = (a.clone(), a.clone());
+        plus[k] += h;
+        minus[k] -= h;
+        let fd = (score_of(&gauss, &plus, &shape) - score_of(&gauss, &minus, &shape)) / (2.0 * h);
+        eprintln!(
+            "score: gradcam {} detector {s}; d/dA[{k}]: finite difference {fd}, autograd {}",
+            p.score, grads[k]
+        );
+        assert!(
+            (fd - grads[k]).abs() <= 1e-3 * grads[k].abs() + 1e-6,
+            "finite difference {fd} vs autograd {}",
+            grads[k]
+        );
+        // and the score at A itself is the reported one
+        assert!((score_of(&gauss, &a, &shape) - p.score).abs() <= 1e-6 * p.score);
+
+        // 5. the L2-normalised score is scale invariant: Σ A·∂s/∂A = 0 (Euler)
+        let dot: f64 = a.iter().zip(&grads).map(|(x, g)| x * g).sum();
+        let scale: f64 = a.iter().zip(&grads).map(|(x, g)| (x * g).abs()).sum();
+        eprintln!("sum A*grad = {dot:e} (sum |A*grad| = {scale:e})");
+        assert!(dot.abs() <= 1e-4 * scale, "{dot} vs {scale}");
+
+        // 6. batches give the same maps as single images, whatever the sizes
+        let square = spec.test_good_image(0);
+        let both = det.gradcam_batch(&[square.clone(), wide.clone()]).unwrap();
+        assert_eq!((both[0].width(), both[0].height()), (64, 64));
+        let single = det.gradcam(&square).unwrap();
+        for (x, y) in both[0].view().iter().zip(single.view()) {
+            assert!((x - y).abs() <= 1e-4 * single.max().0.max(1e-6));
+        }
+    }
+
+    #[test]
+    fn gradcam_needs_the_gaussian_density() {
+        let (det, spec) = tiny_detector(Density::kde());
+        match det.gradcam(&spec.train_image(0)) {
+            Err(Error::InvalidParam { name, .. }) => assert_eq!(name, "density"),
+            other => panic!("expected InvalidParam(density), got {other:?}"),
+        }
+    }
+}

@@ -28,6 +28,7 @@ mod gradcam;
 mod overlay;
 
 pub use colormap::{turbo, turbo_u8};
+pub use gradcam::{GradCam, TorchGaussian};
 pub use overlay::{MapRange, OverlayOptions};
 
 use crate::error::{Error, Result};
