@@ -3,13 +3,14 @@
 //!
 //! ```text
 //! cargo run --example gradcam                                  # out/gradcam, 150 steps, 64 px
-//! cargo run --example gradcam -- out/gradcam 300 96 256 2      # out, steps, side, timing side, threads
+//! cargo run --example gradcam -- out/gradcam 300 96 256 2      # out, steps, side, timing side (0: skip), threads
+//! cargo run --example gradcam -- out/bottle 300 128 256 2 ../shared/data/mvtec/bottle  # real data
 //! ```
 //! Writes `<out>/overlay_<i>.png` (GradCAM in Turbo, ground-truth outline in white) and prints
 //! one JSON line; measured with the first command on a 2-core CPU shared with other jobs
 //! (load ≈ 9, so absolute times are very noisy; compare the ratios), fp32, 2 torch threads:
 //! ```text
-//! {"side":64,"steps":150,"image_auroc":0.9325,"gradcam_pixel_auroc":0.7363,"timing_side":256,"score_ms_per_image":561.2,"gradcam_ms_per_image":486.0,"score_batch8_ms_per_image":221.9,"gradcam_batch8_ms_per_image":257.3,"gaussian_setup_ms":31.3,"threads":2}
+//! {"data":"synthetic_part","side":64,"steps":150,"image_auroc":0.9325,"gradcam_pixel_auroc":0.7363,"timing_side":256,"score_ms_per_image":561.2,"gradcam_ms_per_image":486.0,"score_batch8_ms_per_image":221.9,"gradcam_batch8_ms_per_image":257.3,"gaussian_setup_ms":31.3,"threads":2}
 //! ```
 //! At 64 px `layer4` is a 2×2 grid, so the map is very coarse; `gaussian_setup_ms` is the
 //! per-call cost of factorising Σ for the differentiable score (once per `gradcam_batch` call).
@@ -58,6 +59,44 @@ fn median_ms(reps: usize, mut f: impl FnMut() -> cutpaste::Result<()>) -> cutpas
     Ok(t[reps / 2])
 }
 
+type Data = (Vec<RgbImage>, Vec<RgbImage>, Vec<Array2<bool>>);
+
+/// Train images, test images and their masks (`true` = defect) of the synthetic part:
+/// 64 train, 20 good and 20 defect test images.
+fn synthetic_data(side: u32) -> Data {
+    let spec = SyntheticSpec::new(SyntheticKind::Part).side(side).seed(0);
+    let train = (0..64).map(|i| spec.train_image(i)).collect();
+    let mut images: Vec<RgbImage> = (0..20).map(|i| spec.test_good_image(i)).collect();
+    let mut masks = vec![Array2::from_elem((side as usize, side as usize), false); 20];
+    for i in 0..20 {
+        let d = spec.defect_sample(i);
+        masks.push(to_bool(&d.mask));
+        images.push(d.image);
+    }
+    (train, images, masks)
+}
+
+/// The same from an MVTec-layout category folder, resized to `side`.
+fn mvtec_data(dir: &str, side: u32) -> cutpaste::Result<Data> {
+    let ds = Dataset::mvtec(dir)?;
+    let mut masks = Vec::new();
+    for s in &ds.test {
+        let m = s.load_mask(side)?.ok_or_else(|| Error::MissingMask {
+            image: s.path.clone(),
+            expected: "ground_truth/<type>/<stem>_mask.png".into(),
+        })?;
+        masks.push(to_bool(&m));
+    }
+    Ok((ds.load_train(side)?, ds.load_test(side)?, masks))
+}
+
+fn to_bool(mask: &image::GrayImage) -> Array2<bool> {
+    let (w, h) = mask.dimensions();
+    Array2::from_shape_fn((h as usize, w as usize), |(y, x)| {
+        mask.get_pixel(x as u32, y as u32).0[0] > 127
+    })
+}
+
 fn main() -> cutpaste::Result<()> {
     let out: String = arg(1, "out/gradcam".to_string());
     let steps: usize = arg(2, 150);
@@ -67,28 +106,27 @@ fn main() -> cutpaste::Result<()> {
     tch::set_num_threads(threads);
     std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
 
-    // Localization quality: train on the synthetic part, GradCAM on every test image.
-    let spec = SyntheticSpec::new(SyntheticKind::Part).side(side).seed(0);
-    let train: Vec<RgbImage> = (0..64).map(|i| spec.train_image(i)).collect();
+    // Localization quality: train, then GradCAM on every test image.
+    let category: Option<String> = std::env::args().nth(6);
+    let (train, images, masks) = match category.as_deref() {
+        Some(dir) if !std::path::Path::new(dir).is_dir() => {
+            println!("{dir} not found: nothing to do (give an MVTec-layout category folder)");
+            return Ok(());
+        }
+        Some(dir) => mvtec_data(dir, side)?,
+        None => synthetic_data(side),
+    };
     let det = params(side, steps).fit_images_with(train, |_| Control::Continue)?;
-    let mut images: Vec<RgbImage> = (0..20).map(|i| spec.test_good_image(i)).collect();
-    let mut masks: Vec<Array2<bool>> =
-        vec![Array2::from_elem((side as usize, side as usize), false); 20];
-    for i in 0..20 {
-        let d = spec.defect_sample(i);
-        masks.push(Array2::from_shape_fn(
-            (side as usize, side as usize),
-            |(y, x)| d.mask.get_pixel(x as u32, y as u32).0[0] > 127,
-        ));
-        images.push(d.image);
-    }
-    let labels: Vec<bool> = (0..40).map(|i| i >= 20).collect();
+    let labels: Vec<bool> = masks.iter().map(|m| m.iter().any(|&b| b)).collect();
     let image_auroc = roc_auc(&det.score_batch(&images)?, &labels)?;
     let maps = det.gradcam_batch(&images)?;
     let views: Vec<_> = maps.iter().map(AnomalyMap::view).collect();
     let mask_views: Vec<_> = masks.iter().map(|m| m.view()).collect();
     let gradcam_pixel_auroc = pixel_auroc(&views, &mask_views)?;
-    for (i, (map, img)) in maps.iter().zip(&images).enumerate().skip(20) {
+    for (i, (map, img)) in maps.iter().zip(&images).enumerate() {
+        if !labels[i] {
+            continue;
+        }
         // outline the ground truth: a map that is 1 inside the mask
         let truth = AnomalyMap::new(masks[i].mapv(|b| b as u8 as f32))?;
         let shown = map.overlay(img, &OverlayOptions::default())?;
@@ -97,30 +135,39 @@ fn main() -> cutpaste::Result<()> {
         cutpaste::data::image_io::save_atomic(&outlined, format!("{out}/overlay_{i:02}.png"))?;
     }
 
-    // Latency at the paper's resolution (weights do not matter: 1 training step).
-    let tspec = SyntheticSpec::new(SyntheticKind::Part)
-        .side(timing_side)
-        .seed(1);
-    let train: Vec<RgbImage> = (0..16).map(|i| tspec.train_image(i)).collect();
-    let fast = params(timing_side, 1).fit_images_with(train, |_| Control::Continue)?;
-    let probes: Vec<RgbImage> = (0..8).map(|i| tspec.defect_sample(i).image).collect();
+    let timing = if timing_side > 0 {
+        latency(timing_side)?
+    } else {
+        String::new()
+    };
+    println!(
+        "{{\"data\":\"{}\",\"side\":{side},\"steps\":{steps},\"image_auroc\":{image_auroc:.4},\
+         \"gradcam_pixel_auroc\":{gradcam_pixel_auroc:.4}{timing},\"threads\":{threads}}}",
+        category.as_deref().unwrap_or("synthetic_part")
+    );
+    Ok(())
+}
+
+/// Latency of `score` and `gradcam` at `side`² (weights do not matter: 1 training step), as
+/// JSON fields with a leading comma.
+fn latency(side: u32) -> cutpaste::Result<String> {
+    let spec = SyntheticSpec::new(SyntheticKind::Part).side(side).seed(1);
+    let train: Vec<RgbImage> = (0..16).map(|i| spec.train_image(i)).collect();
+    let det = params(side, 1).fit_images_with(train, |_| Control::Continue)?;
+    let probes: Vec<RgbImage> = (0..8).map(|i| spec.defect_sample(i).image).collect();
     let probe = &probes[0];
-    let score_ms = median_ms(9, || fast.score(probe).map(|_| ()))?;
-    let gradcam_ms = median_ms(9, || fast.gradcam(probe).map(|_| ()))?;
+    let score_ms = median_ms(9, || det.score(probe).map(|_| ()))?;
+    let gradcam_ms = median_ms(9, || det.gradcam(probe).map(|_| ()))?;
     let n = probes.len() as f64;
-    let score_batch_ms = median_ms(5, || fast.score_batch(&probes).map(|_| ()))? / n;
-    let gradcam_batch_ms = median_ms(5, || fast.gradcam_batch(&probes).map(|_| ()))? / n;
-    let cutpaste::density::FittedDensity::Gaussian(g) = fast.density() else {
+    let score_batch_ms = median_ms(5, || det.score_batch(&probes).map(|_| ()))? / n;
+    let gradcam_batch_ms = median_ms(5, || det.gradcam_batch(&probes).map(|_| ()))? / n;
+    let cutpaste::density::FittedDensity::Gaussian(g) = det.density() else {
         unreachable!("the default density is Gaussian")
     };
     let setup_ms = median_ms(9, || TorchGaussian::new(g, Device::Cpu).map(|_| ()))?;
-    println!(
-        "{{\"side\":{side},\"steps\":{steps},\"image_auroc\":{image_auroc:.4},\
-         \"gradcam_pixel_auroc\":{gradcam_pixel_auroc:.4},\"timing_side\":{timing_side},\
-         \"score_ms_per_image\":{score_ms:.1},\"gradcam_ms_per_image\":{gradcam_ms:.1},\
-         \"score_batch8_ms_per_image\":{score_batch_ms:.1},\
-         \"gradcam_batch8_ms_per_image\":{gradcam_batch_ms:.1},\
-         \"gaussian_setup_ms\":{setup_ms:.1},\"threads\":{threads}}}"
-    );
-    Ok(())
+    Ok(format!(
+        ",\"timing_side\":{side},\"score_ms_per_image\":{score_ms:.1},\
+         \"gradcam_ms_per_image\":{gradcam_ms:.1},\"score_batch8_ms_per_image\":{score_batch_ms:.1},\
+         \"gradcam_batch8_ms_per_image\":{gradcam_batch_ms:.1},\"gaussian_setup_ms\":{setup_ms:.1}"
+    ))
 }
