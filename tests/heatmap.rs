@@ -216,17 +216,25 @@ mod gradcam {
 
     /// 64 px so that `layer4` is a 2×2 grid; 3 training steps, fp32, CPU.
     fn tiny_detector(density: Density) -> (Detector, SyntheticSpec) {
+        tiny_detector_with(density, Precision::Fp32, 3)
+    }
+
+    fn tiny_detector_with(
+        density: Density,
+        precision: Precision,
+        steps: usize,
+    ) -> (Detector, SyntheticSpec) {
         let spec = SyntheticSpec::new(SyntheticKind::Part).side(64).seed(5);
         let train: Vec<RgbImage> = (0..8).map(|i| spec.train_image(i)).collect();
         let det = Detector::params()
             .image_size(64)
             .batch_images(2)
-            .training(TrainParams::paper().steps(3))
+            .training(TrainParams::paper().steps(steps))
             .density(density)
             .device(Device::Cpu)
             .fast_path(FastPath {
-                precision: Precision::Fp32,
-                channels_last: false,
+                precision,
+                channels_last: precision == Precision::Bf16,
             })
             .seed(11)
             .fit_images_with(train, |_| Control::Continue)
@@ -280,6 +288,8 @@ mod gradcam {
         assert!(map.view().iter().all(|&v| v >= 0.0));
         assert!(map.max().0 > 0.0);
         assert_eq!(&det.gradcam(&wide).unwrap(), map);
+        // gradients are enabled inside even when the caller disabled them
+        assert_eq!(&tch::no_grad(|| det.gradcam(&wide)).unwrap(), map);
 
         // 4. autograd vs central finite difference on the largest-gradient activation
         let shape = p.activations.size();
@@ -329,5 +339,20 @@ mod gradcam {
             Err(Error::InvalidParam { name, .. }) => assert_eq!(name, "density"),
             other => panic!("expected InvalidParam(density), got {other:?}"),
         }
+    }
+
+    #[test]
+    fn gradcam_runs_in_fp32_on_a_bf16_detector() {
+        let (det, spec) = tiny_detector_with(Density::gaussian(), Precision::Bf16, 1);
+        let image = spec.defect_sample(1).image;
+        let p = det.gradcam_explained(std::slice::from_ref(&image)).unwrap();
+        assert_eq!(p[0].activations.kind(), Kind::Float);
+        assert_eq!(p[0].gradients.kind(), Kind::Float);
+        assert!(!cutpaste::model::autocast_enabled(Device::Cpu));
+        // the bf16 scoring path and the fp32 GradCAM path see the same network
+        let s = f64::from(det.score(&image).unwrap());
+        eprintln!("bf16 detector score {s}, fp32 GradCAM score {}", p[0].score);
+        assert!((p[0].score - s).abs() <= 0.03 * s, "{} vs {s}", p[0].score);
+        assert!(p[0].map.view().iter().all(|&v| v >= 0.0));
     }
 }
