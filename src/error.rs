@@ -146,6 +146,17 @@ pub enum Error {
         /// `name: file [shape], network [shape]` for every shape mismatch.
         mismatched: Vec<String>,
     },
+    /// Two things that must have the same pixel size (an image and its anomaly map) do not.
+    #[error("{what}: expected {}x{} (width x height), got {}x{}; resize one of them first \
+             (e.g. AnomalyMap::resize or data::resize_rgb)", .expected.0, .expected.1, .got.0, .got.1)]
+    SizeMismatch {
+        /// What was compared, e.g. "overlay image vs anomaly map".
+        what: String,
+        /// The size required, `(width, height)`.
+        expected: (u32, u32),
+        /// The size given, `(width, height)`.
+        got: (u32, u32),
+    },
 }
 
 /// "missing [a, b]; unexpected [c]; shape mismatch [d: …]", skipping empty lists.

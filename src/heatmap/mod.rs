@@ -1,6 +1,36 @@
 //! Pixel anomaly maps: the [`AnomalyMap`] type shared by the patch localizer and GradCAM.
 //!
 //! Convention: **higher = more anomalous**, one `f32` per pixel of the image it belongs to.
+//!
+//! * [`AnomalyMap::overlay`]: the map in the Turbo colour map ([`turbo`]) blended onto its image,
+//!   with the outline of the region above a threshold; [`OverlayOptions`], [`MapRange`] (own
+//!   min/max or a fixed range shared by a gallery).
+//! * [`AnomalyMap::resize`] (bilinear), [`AnomalyMap::to_gray`] / [`AnomalyMap::save_gray`].
+//! * [`Detector::gradcam`](crate::Detector::gradcam): GradCAM of the image-level Gaussian score
+//!   (PAPER.md "Localization", CutPaste §4.2).
+//!
+//! ```
+//! use cutpaste::heatmap::{AnomalyMap, OverlayOptions};
+//! use ndarray::Array2;
+//! # fn main() -> cutpaste::Result<()> {
+//! let map = AnomalyMap::new(Array2::from_shape_fn((32, 48), |(y, x)| (x + y) as f32))?;
+//! let image = image::RgbImage::new(48, 32);
+//! let opts = OverlayOptions::default().alpha(0.6).fixed_range(0.0, 80.0).threshold(60.0);
+//! let shown = map.overlay(&image, &opts)?;
+//! assert_eq!(shown.dimensions(), (48, 32));
+//! assert!(map.overlay(&image::RgbImage::new(32, 32), &opts).is_err()); // sizes differ
+//! let half = map.resize(24, 16)?;
+//! assert_eq!((half.width(), half.height()), (24, 16));
+//! # Ok(()) }
+//! ```
+mod colormap;
+mod gradcam;
+mod overlay;
+
+pub use colormap::{turbo, turbo_u8};
+pub use gradcam::{GradCam, TorchGaussian};
+pub use overlay::{MapRange, OverlayOptions};
+
 use crate::error::{Error, Result};
 use ndarray::{Array2, ArrayView2};
 
@@ -63,4 +93,41 @@ impl AnomalyMap {
         }
         best
     }
+
+    /// Bilinear resize to `width × height` with half-pixel centres (as libtorch's
+    /// `upsample_bilinear2d` with `align_corners = false`, no antialiasing).
+    ///
+    /// Errors: a zero side → [`Error::InvalidParam`].
+    pub fn resize(&self, width: u32, height: u32) -> Result<AnomalyMap> {
+        if width == 0 || height == 0 {
+            return Err(Error::invalid_param(
+                "width/height",
+                format!("a resized map needs at least 1x1 pixels, got {width}x{height}"),
+            ));
+        }
+        let (h, w) = self.values.dim();
+        let xs = taps(w, width as usize);
+        let ys = taps(h, height as usize);
+        let v = &self.values;
+        let out = Array2::from_shape_fn((height as usize, width as usize), |(y, x)| {
+            let ((y0, y1, fy), (x0, x1, fx)) = (ys[y], xs[x]);
+            let top = v[(y0, x0)] * (1.0 - fx) + v[(y0, x1)] * fx;
+            let bottom = v[(y1, x0)] * (1.0 - fx) + v[(y1, x1)] * fx;
+            top * (1.0 - fy) + bottom * fy
+        });
+        AnomalyMap::new(out)
+    }
+}
+
+/// For each of `n_out` output positions: the two source indices and the weight of the second.
+fn taps(n_in: usize, n_out: usize) -> Vec<(usize, usize, f32)> {
+    let scale = n_in as f64 / n_out as f64;
+    (0..n_out)
+        .map(|o| {
+            let src = ((o as f64 + 0.5) * scale - 0.5).max(0.0);
+            let i0 = (src.floor() as usize).min(n_in - 1);
+            let i1 = (i0 + 1).min(n_in - 1);
+            (i0, i1, (src - i0 as f64) as f32)
+        })
+        .collect()
 }
