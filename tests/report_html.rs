@@ -350,3 +350,92 @@ fn unwritable_dir_is_an_io_error() {
         Err(cutpaste::Error::Io { .. })
     ));
 }
+
+/// `chromium` (or `chromium-browser`) on the PATH, installing Debian's `chromium` package with
+/// apt-get when missing (through `sudo` when not root).
+fn chromium() -> PathBuf {
+    let find = || {
+        ["chromium", "chromium-browser"].iter().find_map(|name| {
+            let out = std::process::Command::new("sh")
+                .args(["-c", &format!("command -v {name}")])
+                .output()
+                .ok()?;
+            let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            (out.status.success() && !path.is_empty()).then(|| PathBuf::from(path))
+        })
+    };
+    if let Some(p) = find() {
+        return p;
+    }
+    eprintln!("report_html: chromium not found, installing Debian's chromium with apt-get");
+    let script = r#"set -e
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null"#;
+    let status = std::process::Command::new("sh")
+        .args(["-c", script])
+        .status()
+        .expect("running apt-get");
+    assert!(status.success(), "installing chromium failed: {status}");
+    find().expect("chromium installed but not on the PATH")
+}
+
+/// Renders the full report in headless Chromium, screenshots it, and checks the picture: the
+/// expected size, not blank, and the charts' colours present (images really loaded). The
+/// report and `screenshot.png` stay in `target/tmp/report_html_browser/` for a look.
+#[test]
+#[ignore = "needs Chromium (installed on demand); run by .ci/run"]
+fn renders_in_headless_chromium() {
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("report_html_browser");
+    let _ = std::fs::remove_dir_all(&out);
+    let report = fixture(&out.join("src"), FULL);
+    let written = report
+        .write_html_with(out.join("report"), Some(&synthetic_map()))
+        .unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let shot = out.join("screenshot.png");
+    let (w, h) = (1280u32, 1800u32);
+    let url = format!("file://{}", written.index.canonicalize().unwrap().display());
+    let status = std::process::Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--window-size={w},{h}"))
+        .arg("--virtual-time-budget=5000")
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(&url)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("running chromium");
+    assert!(status.success(), "chromium failed: {status}");
+    let img = image::open(&shot)
+        .expect("chromium wrote no screenshot")
+        .to_rgb8();
+    assert_eq!(img.dimensions(), (w, h));
+    assert!(
+        ink(&img) > 0.05,
+        "the page looks blank ({:.3} ink)",
+        ink(&img)
+    );
+    let colours: std::collections::HashSet<[u8; 3]> = img.pixels().map(|p| p.0).collect();
+    assert!(
+        colours.len() > 100,
+        "only {} colours: blank or unstyled page",
+        colours.len()
+    );
+    // the ROC curves' blue and orange lines are drawn only if the chart PNGs loaded
+    let near = |c: [u8; 3]| {
+        img.pixels()
+            .filter(|p| p.0.iter().zip(c).all(|(a, b)| a.abs_diff(b) < 30))
+            .count()
+    };
+    assert!(near([0, 114, 178]) > 300, "no ROC curve visible");
+    assert!(near([213, 94, 0]) > 300, "no per-type ROC curve visible");
+    eprintln!("report_html: screenshot at {}", shot.display());
+}

@@ -152,19 +152,22 @@ pub(super) fn histogram_chart(
         c
     };
     let (cg, cd) = (count(good), count(defect));
-    let ymax = cg.iter().chain(&cd).copied().max().unwrap_or(1).max(1) as f64 * 1.15;
+    // integer counts on the y axis, with headroom for the legend
+    let top = cg.iter().chain(&cd).copied().max().unwrap_or(1).max(1);
+    let ymax = (top as f64 * 1.4).ceil() as u32;
     render(path, |root| {
         let mut chart = ChartBuilder::on(root)
             .caption("Test scores: good vs defect", ("sans-serif", 22))
             .margin(12)
             .x_label_area_size(44)
             .y_label_area_size(52)
-            .build_cartesian_2d(lo..hi, 0f64..ymax)
+            .build_cartesian_2d(lo..hi, 0u32..ymax)
             .map_err(s)?;
         chart
             .configure_mesh()
             .x_desc("anomaly score (higher = more anomalous)")
             .y_desc("test images")
+            .y_labels((ymax as usize + 1).min(11))
             .label_style(("sans-serif", 14))
             .draw()
             .map_err(s)?;
@@ -180,7 +183,7 @@ pub(super) fn histogram_chart(
                 .map(move |(b, c)| {
                     let x0 = lo + (b as f64 + offset) * width;
                     Rectangle::new(
-                        [(x0, 0.0), (x0 + 0.5 * width, *c as f64)],
+                        [(x0, 0), (x0 + 0.5 * width, *c as u32)],
                         colour.mix(0.85).filled(),
                     )
                 });
@@ -196,7 +199,7 @@ pub(super) fn histogram_chart(
             let red = RGBColor(200, 0, 0);
             chart
                 .draw_series(LineSeries::new(
-                    [(m.value, 0.0), (m.value, ymax)],
+                    [(m.value, 0), (m.value, ymax)],
                     red.stroke_width(2),
                 ))
                 .map_err(s)?
@@ -234,7 +237,7 @@ pub(super) fn embedding_chart(path: &Path, map: &EmbeddingMap) -> Result<()> {
         let mut chart = ChartBuilder::on(root)
             .caption(
                 format!(
-                    "t-SNE of pooled features (perplexity {:.0}, seed {})",
+                    "t-SNE of pooled features (perplexity {:.1}, seed {})",
                     map.perplexity, map.seed
                 ),
                 ("sans-serif", 20),

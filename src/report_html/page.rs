@@ -23,7 +23,7 @@ pub(super) fn esc(s: &str) -> String {
 pub(super) const STYLE: &str = "body{font-family:sans-serif;margin:24px;color:#222;background:#fff}\
 h1{margin:0 0 4px}h2{border-bottom:2px solid #ddd;padding-bottom:4px;margin-top:32px}\
 table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top;text-align:left}\
-.charts{display:flex;flex-wrap:wrap;gap:16px}.charts figure{margin:0}.charts img{width:640px;max-width:100%;border:1px solid #ddd}\
+.charts{display:flex;flex-wrap:wrap;gap:16px}.charts figure{margin:0;flex:0 1 600px}.charts img{width:100%;border:1px solid #ddd}\
 .note{background:#fff4d6;border-left:4px solid #e6a700;padding:6px 10px}\
 .missing-list{background:#fff4d6;border:1px solid #e6a700;padding:8px 24px}\
 .gallery img{display:block;max-width:256px;max-height:256px}\
