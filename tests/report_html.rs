@@ -46,7 +46,6 @@ fn defect_score(i: usize) -> f32 {
 
 fn save<P: image::PixelWithColorType, C>(img: &image::ImageBuffer<P, C>, path: &Path) -> PathBuf
 where
-    P: image::Pixel,
     [P::Subpixel]: image::EncodableLayout,
     C: std::ops::Deref<Target = [P::Subpixel]>,
 {

@@ -68,7 +68,7 @@ pub fn tsne(x: ArrayView2<f64>, params: &TsneParams) -> Result<Tsne> {
             row,
         });
     }
-    if !(params.perplexity >= 1.0) || params.iterations == 0 {
+    if params.perplexity.is_nan() || params.perplexity < 1.0 || params.iterations == 0 {
         return Err(Error::invalid_param(
             "perplexity / iterations",
             "perplexity must be >= 1 and iterations >= 1",
@@ -255,7 +255,7 @@ fn pca_init(x: ArrayView2<f64>, seed: u64) -> Array2<f64> {
                 w.scaled_add(-proj, c);
             }
             let norm = w.dot(&w).sqrt();
-            if !(norm > 1e-300) {
+            if norm.is_nan() || norm <= 1e-300 {
                 break;
             }
             v = w / norm;

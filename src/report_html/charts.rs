@@ -134,7 +134,7 @@ pub(super) fn histogram_chart(
         lo = lo.min(m.value);
         hi = hi.max(m.value);
     }
-    if !(hi > lo) {
+    if hi <= lo {
         // one distinct value: a unit-wide range around it
         lo -= 0.5;
         hi += 0.5;
