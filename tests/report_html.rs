@@ -253,24 +253,28 @@ fn full_report_has_every_part_and_marks_errors() {
     assert_eq!((thumb.width(), thumb.height()), (256, 171));
 }
 
+/// Writes `report` into `<tmp>/<name>`, checks its references; (dir, notes, page).
+fn page_of(tmp: &Path, report: &Report, name: &str) -> (PathBuf, Vec<String>, String) {
+    let dir = tmp.join(name);
+    let out = report.write_html(&dir).unwrap();
+    let html = std::fs::read_to_string(&out.index).unwrap();
+    check_references(&dir, &html);
+    (dir, out.notes, html)
+}
+
+fn has(notes: &[String], s: &str) -> bool {
+    notes.iter().any(|n| n.contains(s))
+}
+
 #[test]
-fn malformed_inputs_say_what_is_missing() {
+fn empty_test_set_draws_no_axes() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
-    let page = |report: &Report, name: &str| {
-        let dir = tmp.path().join(name);
-        let out = report.write_html(&dir).unwrap();
-        let html = std::fs::read_to_string(&out.index).unwrap();
-        check_references(&dir, &html);
-        (dir, out.notes, html)
-    };
-    let has = |notes: &[String], s: &str| notes.iter().any(|n| n.contains(s));
-
     // empty test set: no chart at all, only notes
     let mut empty = fixture(&src, FULL);
     empty.samples.clear();
     empty.image_auroc = f64::NAN;
-    let (dir, notes, html) = page(&empty, "empty");
+    let (dir, notes, html) = page_of(tmp.path(), &empty, "empty");
     assert!(
         has(&notes, "ROC curves: the test set is empty"),
         "{notes:?}"
@@ -280,7 +284,12 @@ fn malformed_inputs_say_what_is_missing() {
     assert!(!html.contains("class=\"chart\""));
     assert!(!dir.join("roc.png").exists() && !dir.join("scores.png").exists());
     assert!(html.contains("No gallery: the test set is empty"));
+}
 
+#[test]
+fn single_class_has_no_roc() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
     // a single class: histogram yes, ROC no (with the reason), no F1 threshold to mark
     let only_good = fixture(
         &src,
@@ -290,12 +299,17 @@ fn malformed_inputs_say_what_is_missing() {
             ..FULL
         },
     );
-    let (dir, notes, html) = page(&only_good, "single");
+    let (dir, notes, html) = page_of(tmp.path(), &only_good, "single");
     assert!(has(&notes, "only good images (6)"), "{notes:?}");
     assert!(!dir.join("roc.png").exists() && dir.join("scores.png").exists());
     assert!(html.contains("No threshold: false positives and negatives are not marked"));
     assert!(!html.contains("image AUROC</th><td>90.0"));
+}
 
+#[test]
+fn no_masks_no_heatmaps_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
     // no masks, no heatmaps: image | note per row, and both absences named
     let bare = fixture(
         &src,
@@ -305,7 +319,7 @@ fn malformed_inputs_say_what_is_missing() {
             ..FULL
         },
     );
-    let (_, notes, html) = page(&bare, "bare");
+    let (_, notes, html) = page_of(tmp.path(), &bare, "bare");
     assert!(
         has(&notes, "no heatmaps: the detector has no localizer"),
         "{notes:?}"
@@ -324,12 +338,17 @@ fn malformed_inputs_say_what_is_missing() {
         .iter()
         .filter(|r| attr(r, "data-anomalous") == "true")
         .all(|r| r.contains("no mask")));
+}
 
+#[test]
+fn non_finite_scores_and_unreadable_images_are_noted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
     // a non-finite score and an unreadable image: left out / noted, not a failure
     let mut odd = fixture(&src, FULL);
     odd.samples[1].score = f32::NAN;
     odd.samples[2].path = src.join("does_not_exist.png");
-    let (_, notes, html) = page(&odd, "odd");
+    let (_, notes, html) = page_of(tmp.path(), &odd, "odd");
     assert!(
         has(&notes, "1 test image(s) with a non-finite score"),
         "{notes:?}"

@@ -119,6 +119,53 @@ pub(super) fn roc_chart(path: &Path, title: &str, curves: &[(String, RocCurve)])
     })
 }
 
+/// Histogram bins: `BINS` equal bins over the scores (and the marker), padded by 3 %.
+struct Bins {
+    lo: f64,
+    hi: f64,
+    width: f64,
+    good: Vec<usize>,
+    defect: Vec<usize>,
+}
+
+const BINS: usize = 30;
+
+impl Bins {
+    fn new(good: &[f32], defect: &[f32], marker: Option<&Marker>) -> Self {
+        let all = good.iter().chain(defect).map(|v| *v as f64);
+        let (mut lo, mut hi) = all.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+            (a.min(v), b.max(v))
+        });
+        if let Some(m) = marker {
+            lo = lo.min(m.value);
+            hi = hi.max(m.value);
+        }
+        if hi <= lo {
+            // one distinct value: a unit-wide range around it
+            lo -= 0.5;
+            hi += 0.5;
+        }
+        let pad = 0.03 * (hi - lo);
+        let (lo, hi) = (lo - pad, hi + pad);
+        let width = (hi - lo) / BINS as f64;
+        let count = |v: &[f32]| {
+            let mut c = vec![0usize; BINS];
+            for x in v {
+                let b = (((*x as f64) - lo) / width).floor() as usize;
+                c[b.min(BINS - 1)] += 1;
+            }
+            c
+        };
+        Self {
+            lo,
+            hi,
+            width,
+            good: count(good),
+            defect: count(defect),
+        }
+    }
+}
+
 /// Histogram of good and defect scores (bars side by side per bin) with `marker` drawn.
 pub(super) fn histogram_chart(
     path: &Path,
@@ -126,32 +173,13 @@ pub(super) fn histogram_chart(
     defect: &[f32],
     marker: Option<&Marker>,
 ) -> Result<()> {
-    let all = good.iter().chain(defect).map(|v| *v as f64);
-    let (mut lo, mut hi) = all.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
-        (a.min(v), b.max(v))
-    });
-    if let Some(m) = marker {
-        lo = lo.min(m.value);
-        hi = hi.max(m.value);
-    }
-    if hi <= lo {
-        // one distinct value: a unit-wide range around it
-        lo -= 0.5;
-        hi += 0.5;
-    }
-    let pad = 0.03 * (hi - lo);
-    let (lo, hi) = (lo - pad, hi + pad);
-    const BINS: usize = 30;
-    let width = (hi - lo) / BINS as f64;
-    let count = |v: &[f32]| {
-        let mut c = vec![0usize; BINS];
-        for x in v {
-            let b = (((*x as f64) - lo) / width).floor() as usize;
-            c[b.min(BINS - 1)] += 1;
-        }
-        c
-    };
-    let (cg, cd) = (count(good), count(defect));
+    let Bins {
+        lo,
+        hi,
+        width,
+        good: cg,
+        defect: cd,
+    } = Bins::new(good, defect, marker);
     // integer counts on the y axis, with headroom for the legend
     let top = cg.iter().chain(&cd).copied().max().unwrap_or(1).max(1);
     let ymax = (top as f64 * 1.4).ceil() as u32;
@@ -245,7 +273,8 @@ pub(super) fn embedding_chart(path: &Path, map: &EmbeddingMap) -> Result<()> {
             .margin(12)
             .x_label_area_size(30)
             .y_label_area_size(40)
-            .build_cartesian_2d(x0 - padx..x1 + padx, y0 - pady..y1 + pady)
+            // headroom at the top for the legend
+            .build_cartesian_2d(x0 - padx..x1 + padx, y0 - pady..y1 + 6.0 * pady)
             .map_err(s)?;
         chart
             .configure_mesh()

@@ -144,36 +144,7 @@ fn curves_section(
     let mut html = String::from("<section id=\"curves\"><h2>ROC curves and scores</h2>\n");
     let mut figs = String::new();
     match a.image_roc() {
-        Some(roc) => {
-            let label = format!("image AUROC {:.3}", roc.auc());
-            charts::roc_chart(
-                &dir.join(ROC_PNG),
-                &format!("Image-level ROC: {}", r.category),
-                &[(label, roc)],
-            )?;
-            images.push(dir.join(ROC_PNG));
-            figs += &page::figure(
-                ROC_PNG,
-                "image-level ROC curve",
-                "Image level: good vs all defects",
-            );
-            let per_type: Vec<_> = a
-                .per_type_roc()
-                .into_iter()
-                .map(|(t, c)| (format!("{t} ({:.3})", c.auc()), c))
-                .collect();
-            charts::roc_chart(
-                &dir.join(ROC_PER_TYPE_PNG),
-                "ROC per defect type (AUROC)",
-                &per_type,
-            )?;
-            images.push(dir.join(ROC_PER_TYPE_PNG));
-            figs += &page::figure(
-                ROC_PER_TYPE_PNG,
-                "ROC curve per defect type",
-                "Good vs each defect type",
-            );
-        }
+        Some(roc) => figs += &roc_figures(r, a, roc, dir, images)?,
         None => {
             let why = a.why_no_roc.clone().unwrap_or_default();
             html += &page::note(&format!("No ROC curves: {why}."));
@@ -211,6 +182,46 @@ fn curves_section(
         }
     }
     Ok(html + "</section>\n")
+}
+
+/// The image-level and per-defect-type ROC charts (both classes present).
+fn roc_figures(
+    r: &Report,
+    a: &Analysis,
+    roc: crate::metrics::RocCurve,
+    dir: &Path,
+    images: &mut Vec<PathBuf>,
+) -> Result<String> {
+    let mut figs = String::new();
+    let label = format!("image AUROC {:.3}", roc.auc());
+    charts::roc_chart(
+        &dir.join(ROC_PNG),
+        &format!("Image-level ROC: {}", r.category),
+        &[(label, roc)],
+    )?;
+    images.push(dir.join(ROC_PNG));
+    figs += &page::figure(
+        ROC_PNG,
+        "image-level ROC curve",
+        "Image level: good vs all defects",
+    );
+    let per_type: Vec<_> = a
+        .per_type_roc()
+        .into_iter()
+        .map(|(t, c)| (format!("{t} ({:.3})", c.auc()), c))
+        .collect();
+    charts::roc_chart(
+        &dir.join(ROC_PER_TYPE_PNG),
+        "ROC per defect type (AUROC)",
+        &per_type,
+    )?;
+    images.push(dir.join(ROC_PER_TYPE_PNG));
+    figs += &page::figure(
+        ROC_PER_TYPE_PNG,
+        "ROC curve per defect type",
+        "Good vs each defect type",
+    );
+    Ok(figs)
 }
 
 /// The t-SNE map, or a note.

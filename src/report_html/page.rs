@@ -26,7 +26,7 @@ table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;verti
 .charts{display:flex;flex-wrap:wrap;gap:16px}.charts figure{margin:0;flex:0 1 600px}.charts img{width:100%;border:1px solid #ddd}\
 .note{background:#fff4d6;border-left:4px solid #e6a700;padding:6px 10px}\
 .missing-list{background:#fff4d6;border:1px solid #e6a700;padding:8px 24px}\
-.gallery img{display:block;max-width:256px;max-height:256px}\
+.gallery img{display:block;min-width:128px;max-width:256px;max-height:256px}\
 .missing{width:160px;height:60px;display:flex;align-items:center;justify-content:center;color:#777;background:#f3f3f3;font-size:13px;text-align:center}\
 tr.fp td,tr.fn td{background:#ffe5e5}tr.fp img,tr.fn img{outline:4px solid #c00}\
 .badge{display:inline-block;padding:1px 6px;border-radius:3px;font-size:12px;color:#fff;background:#888}\
