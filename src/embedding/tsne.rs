@@ -117,17 +117,14 @@ pub(crate) fn conditional_probabilities(d2: &Array2<f64>, perplexity: f64) -> Ar
             .filter(|&j| j != i)
             .map(|j| d2[[i, j]])
             .fold(f64::INFINITY, f64::min);
+        let d: Vec<f64> = d2.row(i).iter().map(|v| v - dmin).collect(); // shifted row i
         let (mut lo, mut hi, mut beta) = (0.0f64, f64::INFINITY, 1.0f64);
         for _ in 0..200 {
             let (mut sum, mut dot) = (0.0, 0.0);
-            for j in 0..n {
-                row[j] = if j == i {
-                    0.0
-                } else {
-                    (-(d2[[i, j]] - dmin) * beta).exp()
-                };
-                sum += row[j];
-                dot += (d2[[i, j]] - dmin) * row[j];
+            for (j, (r, dj)) in row.iter_mut().zip(&d).enumerate() {
+                *r = if j == i { 0.0 } else { (-dj * beta).exp() };
+                sum += *r;
+                dot += dj * *r;
             }
             // entropy of the normalised row, shifted distances (the shift cancels)
             let h = sum.ln() + beta * dot / sum;
@@ -208,12 +205,46 @@ pub(crate) fn kl_and_gradient(
     (kl, grad)
 }
 
+/// The KL gradient (see [`kl_and_gradient`]) without the KL, on flat row-major buffers:
+/// `p` and `num` `[n·n]`, `y` and `grad` `[n·2]`. `num` is scratch for the Student-t kernel.
+fn gradient(p: &[f64], y: &[f64], exaggeration: f64, num: &mut [f64], grad: &mut [f64]) {
+    let n = y.len() / 2;
+    let mut total = 0.0;
+    for i in 0..n {
+        let (yi0, yi1) = (y[2 * i], y[2 * i + 1]);
+        let row = &mut num[i * n..(i + 1) * n];
+        for (j, r) in row.iter_mut().enumerate() {
+            let (dx, dy) = (yi0 - y[2 * j], yi1 - y[2 * j + 1]);
+            *r = 1.0 / (1.0 + dx * dx + dy * dy);
+        }
+        row[i] = 0.0;
+        total += row.iter().sum::<f64>();
+    }
+    let inv = 1.0 / total.max(f64::MIN_POSITIVE);
+    for i in 0..n {
+        let (yi0, yi1) = (y[2 * i], y[2 * i + 1]);
+        let (prow, nrow) = (&p[i * n..(i + 1) * n], &num[i * n..(i + 1) * n]);
+        let (mut gx, mut gy) = (0.0, 0.0);
+        for j in 0..n {
+            let w = (exaggeration * prow[j] - nrow[j] * inv) * nrow[j];
+            gx += w * (yi0 - y[2 * j]);
+            gy += w * (yi1 - y[2 * j + 1]);
+        }
+        grad[2 * i] = 4.0 * gx;
+        grad[2 * i + 1] = 4.0 * gy;
+    }
+}
+
 /// Gradient descent with momentum and adaptive gains (see the module docs).
 fn optimise(p: &Array2<f64>, y: &mut Array2<f64>, iterations: usize) {
     let n = y.nrows();
     let lr = (n as f64 / EXAGGERATION / 4.0).max(50.0);
-    let mut update = Array2::<f64>::zeros((n, 2));
-    let mut gains = Array2::<f64>::ones((n, 2));
+    let p: Vec<f64> = p.iter().copied().collect(); // [n, n] row-major
+    let mut yf: Vec<f64> = y.iter().copied().collect(); // [n, 2] row-major
+    let mut num = vec![0.0; n * n];
+    let mut grad = vec![0.0; n * 2];
+    let mut update = vec![0.0f64; n * 2];
+    let mut gains = vec![1.0f64; n * 2];
     for it in 0..iterations {
         let early = it < EXAGGERATION_ITERS;
         let (exaggeration, momentum) = if early {
@@ -221,16 +252,19 @@ fn optimise(p: &Array2<f64>, y: &mut Array2<f64>, iterations: usize) {
         } else {
             (1.0, 0.8)
         };
-        let (_, grad) = kl_and_gradient(p, y, exaggeration);
-        for ((g, u), gain) in grad.iter().zip(update.iter_mut()).zip(gains.iter_mut()) {
+        gradient(&p, &yf, exaggeration, &mut num, &mut grad);
+        for (((g, u), gain), yv) in grad.iter().zip(&mut update).zip(&mut gains).zip(&mut yf) {
             *gain = if (*g > 0.0) != (*u > 0.0) {
                 *gain + 0.2
             } else {
                 (*gain * 0.8).max(0.01)
             };
             *u = momentum * *u - lr * *gain * *g;
+            *yv += *u;
         }
-        *y += &update;
+    }
+    for (dst, v) in y.iter_mut().zip(yf) {
+        *dst = v;
     }
 }
 
@@ -258,7 +292,12 @@ fn pca_init(x: ArrayView2<f64>, seed: u64) -> Array2<f64> {
             if norm.is_nan() || norm <= 1e-300 {
                 break;
             }
-            v = w / norm;
+            let w = w / norm;
+            let change = (&w - &v).mapv(|e| e * e).sum();
+            v = w;
+            if change < 1e-20 {
+                break;
+            }
         }
         comps.push(v);
     }
@@ -335,6 +374,12 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         let y = Array2::from_shape_fn((15, 2), |_| gaussian(&mut rng));
         let (_, g) = kl_and_gradient(&p, &y, 1.0);
+        let (mut num, mut fast) = (vec![0.0; 15 * 15], vec![0.0; 30]);
+        let yf: Vec<f64> = y.iter().copied().collect();
+        gradient(p.as_slice().unwrap(), &yf, 1.0, &mut num, &mut fast);
+        for (a, b) in g.iter().zip(&fast) {
+            assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+        }
         let h = 1e-6;
         for i in 0..15 {
             for k in 0..2 {
@@ -356,7 +401,7 @@ mod tests {
     fn separated_clusters_stay_separated_and_seed_is_deterministic() {
         let (x, labels) = blobs(25, 9, 4);
         let params = TsneParams {
-            iterations: 400,
+            iterations: 1000,
             ..TsneParams::new(7)
         };
         let a = tsne(x.view(), &params).unwrap();
