@@ -1,6 +1,7 @@
 //! Exact t-SNE (van der Maaten & Hinton 2008) in f64, for a few hundred to ~1000 points.
 //!
-//! O(n²) memory and time per iteration. The optimiser follows the usual recipe (also
+//! O(n²) memory and time per iteration: 1000 iterations take about 0.9 s for 200 points and
+//! 15 s for 1000 points of 512 dimensions (median of 3, a busy 2-core CPU, dev profile). The optimiser follows the usual recipe (also
 //! scikit-learn's defaults): Gaussian conditional probabilities calibrated per point to the
 //! perplexity by bisection, symmetrised joint P; Student-t (1 degree of freedom) similarities in
 //! 2-D; early exaggeration 12 for 250 iterations with momentum 0.5, then momentum 0.8; per-
