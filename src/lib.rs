@@ -9,11 +9,15 @@ pub mod augment;
 pub mod data;
 pub mod density;
 pub mod detector;
+pub mod embedding;
 pub mod error;
 pub mod heatmap;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
+#[cfg(feature = "html")]
+#[cfg_attr(docsrs, doc(cfg(feature = "html")))]
+pub mod report_html;
 
 pub use detector::{Detector, Prediction, Report};
 pub use error::{Error, Result};
