@@ -9,4 +9,4 @@ demo: setup
 
 # The whole test suite (unit, integration, doc tests; examples are built).
 test: setup
-	cargo test --features cli
+	cargo test --features cli,html

@@ -63,6 +63,7 @@ fn train_eval_predict_session() {
     assert_eq!(std::fs::read(&model).unwrap(), before);
 
     let out = dir.path().join("eval");
+    let html = dir.path().join("html");
     let o = cutpaste(&[
         "eval",
         s(&model),
@@ -71,6 +72,10 @@ fn train_eval_predict_session() {
         s(&out),
         "--device",
         "cpu",
+        "--report",
+        s(&html),
+        "--embedding-per-group",
+        "3",
     ]);
     assert!(o.status.success(), "eval failed: {}", stderr(&o));
     let report: serde_json::Value =
@@ -79,6 +84,8 @@ fn train_eval_predict_session() {
     let auroc = report["image_auroc"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&auroc));
     assert!(String::from_utf8_lossy(&o.stdout).contains("image AUROC"));
+    let page = std::fs::read_to_string(html.join("index.html")).unwrap();
+    assert!(page.contains("embedding.png") && html.join("embedding.png").is_file());
 
     // predict on the test folders: one CSV row per image, scores equal to eval's.
     let csv = dir.path().join("scores.csv");

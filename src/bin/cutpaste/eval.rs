@@ -17,6 +17,14 @@ pub(crate) struct EvalArgs {
     /// Accept defect images without ground-truth masks (image-level metrics only).
     #[arg(long)]
     image_level_only: bool,
+    /// Also write an HTML report (index.html + PNGs: ROC curves, score histogram, gallery,
+    /// t-SNE map of embeddings) into this folder.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Images per group (train, CutPaste views, Scar views, test good, test defect) in the
+    /// report's embedding map; 0 leaves the map out.
+    #[arg(long, default_value_t = 40)]
+    embedding_per_group: usize,
     /// auto (CUDA when available), cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto", value_parser = parse_device)]
     device: Device,
@@ -55,5 +63,16 @@ pub(crate) fn run(a: EvalArgs) -> Result<Outcome, Box<dyn std::error::Error>> {
         );
     }
     eprintln!("wrote report.json and report.md to {}", a.out.display());
+    if let Some(dir) = &a.report {
+        let map = match a.embedding_per_group {
+            0 => None,
+            n => Some(cutpaste::embedding::embedding_map(&detector, &data, 0, n)?),
+        };
+        let html = report.write_html_with(dir, map.as_ref())?;
+        for note in &html.notes {
+            eprintln!("report note: {note}");
+        }
+        eprintln!("wrote {}", html.index.display());
+    }
     Ok(Outcome::Ok)
 }
