@@ -43,6 +43,11 @@ pub(crate) struct TrainArgs {
     /// quantile:0.99) or `none`.
     #[arg(long, default_value = "synthetic")]
     threshold: String,
+    /// Fraction of the training images held out from training and the density fit and used only
+    /// to set the threshold (in-sample scores are too low to set it on). 0 uses all images for
+    /// both.
+    #[arg(long, default_value_t = 0.1)]
+    holdout: f64,
     /// Save resumable training state every N steps next to --out (`<out>.train`); a rerun with
     /// the same options continues from it.
     #[arg(long)]
@@ -78,10 +83,36 @@ fn training_data(dir: &std::path::Path) -> cutpaste::Result<Dataset> {
     }
 }
 
+/// Moves every k-th training image (evenly spaced, `fraction` of them) out of `data`.
+fn split_holdout(
+    mut data: Dataset,
+    fraction: f64,
+) -> Result<(Dataset, Vec<cutpaste::data::Sample>), String> {
+    if !(0.0..0.5).contains(&fraction) {
+        return Err(format!("--holdout {fraction}: use a fraction in [0, 0.5)"));
+    }
+    let n = data.train.len();
+    let k = (fraction * n as f64).round() as usize;
+    if k == 0 {
+        return Ok((data, Vec::new()));
+    }
+    let picked: Vec<usize> = (0..k).map(|i| (2 * i + 1) * n / (2 * k)).collect();
+    let (mut keep, mut held) = (Vec::new(), Vec::new());
+    for (i, s) in data.train.drain(..).enumerate() {
+        if picked.contains(&i) {
+            held.push(s);
+        } else {
+            keep.push(s);
+        }
+    }
+    data.train = keep;
+    Ok((data, held))
+}
+
 pub(crate) fn run(a: TrainArgs) -> Result<Outcome, Box<dyn std::error::Error>> {
     check_new_file(&a.out, a.force)?;
     let threshold = parse_threshold(&a.threshold)?;
-    let data = training_data(&a.data)?;
+    let (data, held_out) = split_holdout(training_data(&a.data)?, a.holdout)?;
     let mut training = TrainParams::paper().steps(a.steps);
     if let Some(every) = a.checkpoint_every {
         let mut state = a.out.clone().into_os_string();
@@ -103,9 +134,10 @@ pub(crate) fn run(a: TrainArgs) -> Result<Outcome, Box<dyn std::error::Error>> {
         .seed(a.seed);
     params.check()?;
     eprintln!(
-        "training on {} images from {} ({} steps, {}², {:?}, device {:?})",
+        "training on {} images from {} ({} held out for the threshold; {} steps, {}², {:?}, device {:?})",
         data.train.len(),
         a.data.display(),
+        held_out.len(),
         a.steps,
         a.size,
         a.variant,
@@ -116,7 +148,11 @@ pub(crate) fn run(a: TrainArgs) -> Result<Outcome, Box<dyn std::error::Error>> {
         bars.update(e);
         Control::Continue
     })?;
-    let normal = data.load_train(a.size)?;
+    let normal = if held_out.is_empty() {
+        data.load_train(a.size)?
+    } else {
+        cutpaste::data::load_all(&held_out, a.size)?
+    };
     let t = match threshold {
         Threshold::Synthetic => Some(detector.threshold_from_synthetic(&normal, a.seed)?),
         Threshold::Quantile(q) => Some(detector.threshold_from_quantile(&normal, q)?),
