@@ -6,7 +6,7 @@ use crate::data::{images_to_tensor, resize_rgb, Dataset, Normalization};
 use crate::density::FittedDensity;
 use crate::error::{Error, Result};
 use crate::heatmap::AnomalyMap;
-use crate::localize::Localizer;
+use crate::localize::{Localizer, LocalizerParams};
 use crate::metrics::{aupro, f1_max, per_type_auroc, pixel_auroc, roc_auc};
 use crate::model::Classifier;
 use crate::pipeline::DetectorParams;
@@ -109,6 +109,24 @@ impl Detector {
     /// `localizer` when the detector was fitted without one.
     pub fn localize(&self, image: &RgbImage) -> Result<AnomalyMap> {
         self.fitted_localizer()?.localize(image)
+    }
+
+    /// Refits the localizer's dense features and patch Gaussians with new parameters (feature
+    /// mode, density, patch size, stride, σ, PCA) on the training images of `train`, keeping its
+    /// trained patch model — e.g. to compare exact and fast features on one model. Errors when
+    /// no localizer was fitted or `localizer` is invalid (named `localizer.…`).
+    pub fn refit_localizer(&mut self, localizer: LocalizerParams, train: &Dataset) -> Result<()> {
+        let side = self.params.input_size();
+        localizer.check(side, &self.params.augmentation)?;
+        self.fitted_localizer()?;
+        let images = train.load_train(side)?;
+        if let Some(loc) = self.localizer.as_mut() {
+            loc.refit(&localizer, &images, &mut |_| {
+                crate::model::Control::Continue
+            })?;
+        }
+        self.params.localizer = Some(localizer);
+        Ok(())
     }
 
     fn fitted_localizer(&self) -> Result<&Localizer> {

@@ -69,6 +69,29 @@ impl Localizer {
         })
     }
 
+    /// Refits the dense features and Gaussians with `lp` (e.g. another [`FeatureMode`](super::FeatureMode),
+    /// density, patch size or σ) on `images` (already at the input side), keeping the trained
+    /// patch model; `lp`'s training fields (`crop_size`, `steps`, `batch_images`) are recorded
+    /// but unused. On error the localizer is unchanged.
+    pub(crate) fn refit(
+        &mut self,
+        lp: &LocalizerParams,
+        images: &[RgbImage],
+        callback: &mut dyn FnMut(&FitEvent) -> Control,
+    ) -> Result<()> {
+        let g = fit_gaussians(
+            &self.classifier,
+            &self.normalization,
+            lp,
+            self.side,
+            images,
+            callback,
+        )?;
+        self.gaussians = g;
+        self.params = lp.clone();
+        Ok(())
+    }
+
     pub(crate) fn from_parts(
         classifier: Classifier,
         gaussians: PatchGaussians,
