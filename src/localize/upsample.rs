@@ -25,7 +25,7 @@ pub fn upsample_scores(
     sigma: f64,
 ) -> Result<Array2<f32>> {
     let (gh, gw) = scores.dim();
-    if gh == 0 || gw == 0 || k == 0 || stride == 0 || !(sigma > 0.0) {
+    if gh == 0 || gw == 0 || k == 0 || stride == 0 || sigma.is_nan() || sigma <= 0.0 {
         return Err(Error::invalid_param(
             "scores",
             "need a non-empty grid, kernel side >= 1, stride >= 1 and sigma > 0",
