@@ -1,10 +1,12 @@
 //! Patch-level localization on tiny synthetic data (64 px, a few steps, CPU, fp32).
-use cutpaste::data::synthetic::{SyntheticKind, SyntheticSpec};
+use cutpaste::data::synthetic::{DefectKind, SyntheticKind, SyntheticSpec};
 use cutpaste::data::{images_to_tensor, Normalization};
 use cutpaste::localize::{grid_side, patch_features, PatchGaussians, PatchSource};
+use cutpaste::metrics::pixel_auroc;
 use cutpaste::model::{BatchSource, Classifier, ClassifierConfig, Precision};
 use cutpaste::prelude::*;
 use image::{imageops, RgbImage};
+use ndarray::Array2;
 use std::sync::Arc;
 
 const FP32: FastPath = FastPath {
@@ -273,4 +275,60 @@ fn without_a_localizer_localize_is_a_typed_error() {
     }
     let r = det.evaluate(&ds).unwrap();
     assert_eq!((r.pixel_auroc, r.aupro), (None, None));
+}
+
+/// After a tiny training on the synthetic aligned part (64 px, patch 8, 48 images), the map's
+/// peak lies on (within 2 px of) every planted scratch, missing piece and stain, and the map
+/// separates each defect's pixels (per-image pixel AUROC > 0.9). Not asserted: the small,
+/// low-contrast contamination specks, which this budget does not localize (observed per-image
+/// pixel AUROC 0.64–0.70, peaks elsewhere).
+#[test]
+fn map_peak_lies_on_the_planted_defect() {
+    let spec = SyntheticSpec::new(SyntheticKind::Part)
+        .side(64)
+        .counts(48, 0, 16)
+        .seed(4);
+    let train: Vec<RgbImage> = (0..spec.n_train).map(|i| spec.train_image(i)).collect();
+    let loc = LocalizerParams::paper()
+        .patch_size(8)
+        .crop_size(32)
+        .sigma(2.0)
+        .steps(4)
+        .batch_images(4)
+        .pca_dim(16)
+        .pca_images(8);
+    let det = tiny_params(loc)
+        .fit_images_with(train, |_| Control::Continue)
+        .unwrap();
+    let mut checked = 0;
+    for i in 0..spec.n_test_defect {
+        let s = spec.defect_sample(i);
+        if s.kind == DefectKind::Contamination {
+            continue;
+        }
+        let map = det.localize(&s.image).unwrap();
+        let (_, (x, y)) = map.max();
+        let dist = s
+            .mask
+            .enumerate_pixels()
+            .filter(|(_, _, p)| p.0[0] > 0)
+            .map(|(mx, my, _)| (mx as f64 - x as f64).hypot(my as f64 - y as f64))
+            .fold(f64::INFINITY, f64::min);
+        let mask = Array2::from_shape_fn((64, 64), |(r, c)| {
+            s.mask.get_pixel(c as u32, r as u32).0[0] > 0
+        });
+        let auc = pixel_auroc(&[map.view()], &[mask.view()]).unwrap();
+        assert!(
+            dist <= 2.0,
+            "{i} {:?}: peak ({x}, {y}) is {dist:.1} px from the defect",
+            s.kind
+        );
+        assert!(
+            auc > 0.9,
+            "{i} {:?}: per-image pixel AUROC {auc:.3}",
+            s.kind
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 12);
 }
