@@ -339,3 +339,41 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         Error::io(path, e)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_without_a_localizer_key_still_parses() {
+        let det = DetectorParams::default();
+        let meta = Meta {
+            augmentation: det.augmentation.clone(),
+            head: det.head.clone(),
+            num_classes: 3,
+            fast_path: FastPath::auto(Device::Cpu),
+            image_size: 64,
+            normalization: Normalization::IMAGENET,
+            batch_images: 2,
+            steps: 1,
+            learning_rate: 0.03,
+            momentum: 0.9,
+            weight_decay: 3e-5,
+            seed: 0,
+            density: crate::density::Density::gaussian()
+                .fit(ndarray::Array2::<f32>::eye(4).view())
+                .map(|d| d.record())
+                .unwrap(),
+            threshold: None,
+            fit_seconds: 0.0,
+            localizer: Some(LocalizerParams::paper()),
+        };
+        let mut json = serde_json::to_value(&meta).unwrap();
+        assert!(json["localizer"].is_object());
+        // a file written before the localizer existed has no such key
+        json.as_object_mut().unwrap().remove("localizer");
+        let back: Meta = serde_json::from_value(json).unwrap();
+        assert_eq!(back.localizer, None);
+        assert_eq!(back.image_size, 64);
+    }
+}
