@@ -13,7 +13,7 @@
 //! (one line per mode; the numbers above only show the format.)
 //!
 //! Flags: `--patch N` (32), `--stride N` (4), `--crop N` (64), `--modes exact,fast,fast1,fast4`
-//! (`fastK` = K shifts per axis; `fast` = 2), `--density per-location|shared`, `--loc-steps N`
+//! (`fastK` = K shifts per axis, `fast` = 2; `subF` = exact on an F× coarser grid, interpolated), `--density per-location|shared`, `--loc-steps N`
 //! (patch-model steps, 600), `--loc-batch N` (crops per step, 32), `--steps N` (image model,
 //! 50), `--batch N` (image model, 8), `--seed N` (0), `--threads N` (libtorch threads, 2),
 //! `--max-test N` (all, evenly spaced), `--max-train N` (all), `--pca-images N` (16), `--timing N` (images timed per mode, 10).
@@ -106,11 +106,15 @@ fn mode_of(name: &str) -> std::result::Result<FeatureMode, String> {
     match name {
         "exact" => Ok(FeatureMode::Exact),
         "fast" => Ok(FeatureMode::fast()),
+        s if s.starts_with("sub") => s[3..]
+            .parse()
+            .map(|factor| FeatureMode::Subsampled { factor })
+            .map_err(|e| format!("mode {s}: {e}")),
         s if s.starts_with("fast") => s[4..]
             .parse()
             .map(|shifts| FeatureMode::Fast { shifts })
             .map_err(|e| format!("mode {s}: {e}")),
-        s => Err(format!("unknown mode {s} (exact, fast, fastK)")),
+        s => Err(format!("unknown mode {s} (exact, fast, fastK, subF)")),
     }
 }
 

@@ -81,6 +81,18 @@ fn exact_grid_rows_are_the_features_of_the_cropped_patches() {
         let want = features_of(&clf, &crop);
         let row = f.row((i as usize) * g + j as usize).to_vec();
         assert!(max_abs_diff(&row, &want) < 1e-4, "patch {patch}");
+        // subsampled mode: exact at the even grid cells, the mean of its neighbours in between
+        let sub_params = p.clone().mode(FeatureMode::Subsampled { factor: 2 });
+        let sub = patch_features(&clf, &Normalization::IMAGENET, &img, &sub_params).unwrap();
+        assert_eq!(sub.dim(), (g * g, 512));
+        let at = |m: &ndarray::Array2<f32>, r: usize, c: usize| m.row(r * g + c).to_vec();
+        assert!(max_abs_diff(&at(&sub, 2, 4), &at(&f, 2, 4)) < 1e-4);
+        let mid: Vec<f32> = at(&f, 2, 4)
+            .iter()
+            .zip(at(&f, 2, 6))
+            .map(|(a, b)| (a + b) / 2.0)
+            .collect();
+        assert!(max_abs_diff(&at(&sub, 2, 5), &mid) < 1e-4);
         // fast mode yields the same grid shape
         let fast = patch_features(
             &clf,
@@ -167,6 +179,10 @@ fn check_rejects_bad_localizer_params_by_name() {
     assert_eq!(name_of(tiny_loc().crop_size(80)), "localizer.crop_size");
     assert_eq!(
         name_of(tiny_loc().mode(FeatureMode::Fast { shifts: 3 })),
+        "localizer.mode"
+    );
+    assert_eq!(
+        name_of(tiny_loc().mode(FeatureMode::Subsampled { factor: 3 })),
         "localizer.mode"
     );
     assert_eq!(name_of(tiny_loc().sigma(0.0)), "localizer.sigma");

@@ -44,6 +44,7 @@ pub fn patch_features(
     let f = tch::no_grad(|| match params.mode {
         FeatureMode::Exact => exact(classifier, &x, params),
         FeatureMode::Fast { shifts } => fast(classifier, &x, params, shifts, g as i64),
+        FeatureMode::Subsampled { factor } => subsampled(classifier, &x, params, factor, g as i64),
     })?;
     to_array(&f, g * g)
 }
@@ -70,6 +71,30 @@ fn exact(clf: &Classifier, x: &Tensor, p: &LocalizerParams) -> Result<Tensor> {
         start += len;
     }
     Ok(Tensor::f_cat(&out, 0)?)
+}
+
+/// Exact features at stride `factor · stride`, interpolated onto the `g × g` grid (see
+/// [`FeatureMode::Subsampled`]). `[1, 3, S, S]` → `[g², 512]`.
+fn subsampled(
+    clf: &Classifier,
+    x: &Tensor,
+    p: &LocalizerParams,
+    factor: u32,
+    g: i64,
+) -> Result<Tensor> {
+    let coarse_params = p.clone().stride(p.stride * factor);
+    let side = x.size()[2];
+    let gc = (side - p.patch_size as i64) / coarse_params.stride as i64 + 1;
+    let f = exact(clf, x, &coarse_params)?; // [gc², C]
+    let c = f.size()[1];
+    // [gc², C] -> [1, gc, gc, C] -> [1, C, gc, gc] -> [1, C, g, g]
+    let grid = f
+        .f_reshape([1, gc, gc, c])?
+        .f_permute([0, 3, 1, 2])?
+        .f_contiguous()?
+        .f_upsample_bilinear2d([g, g], true, None, None)?;
+    // [1, C, g, g] -> [C, g²] -> [g², C]
+    Ok(grid.f_reshape([c, g * g])?.f_transpose(0, 1)?)
 }
 
 /// `shifts²` whole-image passes interleaved into a stride-`32/shifts` map of `layer4` cells,

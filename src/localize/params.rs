@@ -21,6 +21,14 @@ pub enum FeatureMode {
         /// Shifted passes per axis, one of 1, 2, 4, 8 (default 2: 4 passes, stride 16).
         shifts: u32,
     },
+    /// **[our choice]** Exact patch features on a `factor`× coarser grid (stride
+    /// `factor · stride`), bilinearly interpolated (corners aligned) onto the full grid:
+    /// `factor²` times fewer patch passes (factor 4: 225 instead of 3,249 for 32 px on 256²).
+    /// Approximation: features between coarse cells are interpolated, not computed.
+    Subsampled {
+        /// Coarsening of the grid, one of 2, 4, 8 (`(grid − 1)` must be a multiple of it).
+        factor: u32,
+    },
 }
 
 impl FeatureMode {
@@ -202,6 +210,17 @@ impl LocalizerParams {
                 return bad(
                     "mode",
                     "fast mode needs patch_size and image_size >= 32 (one layer4 cell); use FeatureMode::Exact".into(),
+                );
+            }
+        }
+        if let FeatureMode::Subsampled { factor } = self.mode {
+            let cells = (image_size - self.patch_size) / self.stride;
+            if ![2, 4, 8].contains(&factor) || cells % factor != 0 {
+                return bad(
+                    "mode",
+                    format!(
+                        "subsampling factor must be 2, 4 or 8 and divide (image_size − patch_size) / stride = {cells}, got {factor}"
+                    ),
                 );
             }
         }
