@@ -12,6 +12,7 @@ pub mod detector;
 pub mod embedding;
 pub mod error;
 pub mod heatmap;
+pub mod localize;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
@@ -30,6 +31,7 @@ pub mod prelude {
     pub use crate::density::Density;
     pub use crate::detector::{Detector, Prediction, Report};
     pub use crate::error::{Error, Result};
+    pub use crate::localize::{FeatureMode, LocalizerParams, PatchDensity};
     pub use crate::model::{Control, FastPath, TrainParams};
     pub use crate::pipeline::{Backbone, DetectorParams, FitEvent};
     pub use tch::Device;

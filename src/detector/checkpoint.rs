@@ -2,12 +2,17 @@
 //! head under torchvision-style names (`conv1.weight`, `layer1.0.bn1.running_mean`, `head.…`),
 //! the density's arrays under `density.` (`density.mean` f64 [512], `density.covariance` f64
 //! [512, 512] for the Gaussian) and JSON metadata (parameters, threshold, crate and format
-//! versions, image size, normalisation). Written atomically (temporary file + rename).
+//! versions, image size, normalisation). A fitted localizer adds its patch classifier under
+//! `localizer.net.` (the same torchvision-style names), its PCA basis and Gaussians under
+//! `localizer.gauss.` (`pca_mean`, `projection`, `means`, `precisions`, f32) and its parameters
+//! as `localizer` in the metadata; files without them load as detectors without a localizer.
+//! Written atomically (temporary file + rename).
 use super::Detector;
 use crate::augment::Augmentation;
 use crate::data::Normalization;
 use crate::density::{ArrayData, DensityRecord, FittedDensity, NamedArray};
 use crate::error::{Error, Result};
+use crate::localize::{Localizer, LocalizerParams, PatchGaussians};
 use crate::model::f32_bytes;
 use crate::model::{Classifier, ClassifierConfig, FastPath, HeadConfig, TrainParams};
 use crate::pipeline::{Backbone, DetectorParams};
@@ -24,6 +29,9 @@ pub const DETECTOR_FORMAT: &str = "cutpaste.detector";
 /// Version of the detector checkpoint layout this crate writes and reads.
 pub const DETECTOR_FORMAT_VERSION: u32 = 1;
 const DENSITY_PREFIX: &str = "density.";
+const LOCALIZER_PREFIX: &str = "localizer.";
+const LOCALIZER_NET: &str = "localizer.net.";
+const LOCALIZER_GAUSS: &str = "localizer.gauss.";
 
 /// Everything but the tensors, stored as JSON under the `params` metadata key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -43,6 +51,9 @@ struct Meta {
     density: DensityRecord,
     threshold: Option<f32>,
     fit_seconds: f64,
+    /// The localizer's parameters (absent in files written without one).
+    #[serde(default)]
+    localizer: Option<LocalizerParams>,
 }
 
 fn bad(path: &Path, reason: impl Into<String>) -> Error {
@@ -71,6 +82,7 @@ impl Detector {
             density: self.density.record(),
             threshold: self.threshold,
             fit_seconds: self.fit_time.as_secs_f64(),
+            localizer: self.localizer.as_ref().map(|l| l.params().clone()),
         }
     }
 
@@ -89,17 +101,30 @@ impl Detector {
             let shape = t.size().iter().map(|&s| s as usize).collect();
             owned.push((name, Dtype::F32, shape, f32_bytes(&t)?));
         }
-        for a in self.density.to_arrays() {
+        if let Some(loc) = &self.localizer {
+            for (name, t) in loc.classifier().named_variables() {
+                let shape = t.size().iter().map(|&s| s as usize).collect();
+                owned.push((
+                    format!("{LOCALIZER_NET}{name}"),
+                    Dtype::F32,
+                    shape,
+                    f32_bytes(&t)?,
+                ));
+            }
+        }
+        let gauss = self.localizer.as_ref().map(|l| l.gaussians().to_arrays());
+        let prefixed = self
+            .density
+            .to_arrays()
+            .into_iter()
+            .map(|a| (DENSITY_PREFIX, a))
+            .chain(gauss.into_iter().flatten().map(|a| (LOCALIZER_GAUSS, a)));
+        for (prefix, a) in prefixed {
             let (dtype, bytes) = match &a.data {
                 ArrayData::F32(v) => (Dtype::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
                 ArrayData::F64(v) => (Dtype::F64, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
             };
-            owned.push((
-                format!("{DENSITY_PREFIX}{}", a.name),
-                dtype,
-                a.shape.clone(),
-                bytes,
-            ));
+            owned.push((format!("{prefix}{}", a.name), dtype, a.shape.clone(), bytes));
         }
         let views = owned
             .iter()
@@ -162,9 +187,13 @@ impl Detector {
         };
         let mut classifier = Classifier::new(&config, device, meta.seed)?;
         crate::model::load_weights_skipping(&mut classifier, path, |k| {
-            k.starts_with(DENSITY_PREFIX)
+            k.starts_with(DENSITY_PREFIX) || k.starts_with(LOCALIZER_PREFIX)
         })?;
         let density = load_density(&st, path, &meta.density)?;
+        let localizer = match &meta.localizer {
+            Some(lp) => Some(load_localizer(&st, path, &config, lp, &meta, device)?),
+            None => None,
+        };
         let training = TrainParams {
             steps: meta.steps,
             learning_rate: meta.learning_rate,
@@ -174,7 +203,7 @@ impl Detector {
             normalization: meta.normalization,
             checkpoint: None,
         };
-        let params = DetectorParams::default()
+        let mut params = DetectorParams::default()
             .augmentation(meta.augmentation)
             .backbone(Backbone::resnet18())
             .head(meta.head)
@@ -185,12 +214,14 @@ impl Detector {
             .device(device)
             .fast_path(meta.fast_path)
             .seed(meta.seed);
+        params.localizer = meta.localizer.clone();
         let mut det = Detector::new(
             classifier,
             density,
             params,
             Duration::from_secs_f64(meta.fit_seconds.max(0.0)),
-        );
+        )
+        .with_localizer(localizer);
         det.threshold = meta.threshold;
         Ok(det)
     }
@@ -201,9 +232,69 @@ fn load_density(
     path: &Path,
     record: &DensityRecord,
 ) -> Result<FittedDensity> {
+    let arrays = load_arrays(st, path, DENSITY_PREFIX)?;
+    FittedDensity::from_arrays(record, &arrays).map_err(|e| {
+        bad(
+            path,
+            format!("density tensors are incomplete or inconsistent: {e}"),
+        )
+    })
+}
+
+/// The patch classifier and Gaussians stored under `localizer.`.
+fn load_localizer(
+    st: &SafeTensors<'_>,
+    path: &Path,
+    config: &ClassifierConfig,
+    lp: &LocalizerParams,
+    meta: &Meta,
+    device: Device,
+) -> Result<Localizer> {
+    let clf = Classifier::new(config, device, meta.seed)?;
+    for (name, var) in clf.named_variables() {
+        let key = format!("{LOCALIZER_NET}{name}");
+        let view = st.tensor(&key).map_err(|_| {
+            bad(
+                path,
+                format!("tensor {key} is missing; save the detector again"),
+            )
+        })?;
+        let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+        if view.dtype() != Dtype::F32 || shape != var.size() {
+            return Err(bad(
+                path,
+                format!(
+                    "tensor {key} is {:?} {shape:?}, expected F32 {:?}",
+                    view.dtype(),
+                    var.size()
+                ),
+            ));
+        }
+        let t = tch::Tensor::f_from_data_size(view.data(), &shape, tch::Kind::Float)?;
+        let mut var = var;
+        tch::no_grad(|| var.f_copy_(&t.f_to_device(device)?))?;
+    }
+    let arrays = load_arrays(st, path, LOCALIZER_GAUSS)?;
+    let gaussians = PatchGaussians::from_arrays(lp.density, &arrays).map_err(|e| {
+        bad(
+            path,
+            format!("localizer tensors are incomplete or inconsistent: {e}"),
+        )
+    })?;
+    Ok(Localizer::from_parts(
+        clf,
+        gaussians,
+        lp.clone(),
+        meta.image_size,
+        meta.normalization,
+    ))
+}
+
+/// Every tensor under `prefix`, prefix stripped, as f32/f64 arrays.
+fn load_arrays(st: &SafeTensors<'_>, path: &Path, prefix: &str) -> Result<Vec<NamedArray>> {
     let mut arrays = Vec::new();
     for (name, view) in st.tensors() {
-        let Some(short) = name.strip_prefix(DENSITY_PREFIX) else {
+        let Some(short) = name.strip_prefix(prefix) else {
             continue;
         };
         let raw = view.data();
@@ -231,12 +322,7 @@ fn load_density(
             data,
         });
     }
-    FittedDensity::from_arrays(record, &arrays).map_err(|e| {
-        bad(
-            path,
-            format!("density tensors are incomplete or inconsistent: {e}"),
-        )
-    })
+    Ok(arrays)
 }
 
 /// Writes `bytes` to a temporary file beside `path`, syncs it, then renames it over `path`.
@@ -252,4 +338,42 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         Error::io(path, e)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_without_a_localizer_key_still_parses() {
+        let det = DetectorParams::default();
+        let meta = Meta {
+            augmentation: det.augmentation.clone(),
+            head: det.head.clone(),
+            num_classes: 3,
+            fast_path: FastPath::auto(Device::Cpu),
+            image_size: 64,
+            normalization: Normalization::IMAGENET,
+            batch_images: 2,
+            steps: 1,
+            learning_rate: 0.03,
+            momentum: 0.9,
+            weight_decay: 3e-5,
+            seed: 0,
+            density: crate::density::Density::gaussian()
+                .fit(ndarray::Array2::<f32>::eye(4).view())
+                .map(|d| d.record())
+                .unwrap(),
+            threshold: None,
+            fit_seconds: 0.0,
+            localizer: Some(LocalizerParams::paper()),
+        };
+        let mut json = serde_json::to_value(&meta).unwrap();
+        assert!(json["localizer"].is_object());
+        // a file written before the localizer existed has no such key
+        json.as_object_mut().unwrap().remove("localizer");
+        let back: Meta = serde_json::from_value(json).unwrap();
+        assert_eq!(back.localizer, None);
+        assert_eq!(back.image_size, 64);
+    }
 }

@@ -5,7 +5,9 @@
 use crate::data::{images_to_tensor, resize_rgb, Dataset, Normalization};
 use crate::density::FittedDensity;
 use crate::error::{Error, Result};
-use crate::metrics::{f1_max, per_type_auroc, roc_auc};
+use crate::heatmap::AnomalyMap;
+use crate::localize::{Localizer, LocalizerParams};
+use crate::metrics::{aupro, f1_max, per_type_auroc, pixel_auroc, roc_auc};
 use crate::model::Classifier;
 use crate::pipeline::DetectorParams;
 use image::RgbImage;
@@ -30,6 +32,7 @@ pub struct Detector {
     params: DetectorParams,
     threshold: Option<f32>,
     fit_time: Duration,
+    localizer: Option<Localizer>,
 }
 
 /// The decision for one image.
@@ -88,7 +91,84 @@ impl Detector {
             params,
             threshold: None,
             fit_time,
+            localizer: None,
         }
+    }
+
+    pub(crate) fn with_localizer(mut self, localizer: Option<Localizer>) -> Self {
+        self.localizer = localizer;
+        self
+    }
+
+    /// The fitted patch localizer, when [`DetectorParams::localizer`] was set.
+    pub fn localizer(&self) -> Option<&Localizer> {
+        self.localizer.as_ref()
+    }
+
+    /// The anomaly map of `image` at its own size (higher = more anomalous), from the patch
+    /// localizer (PAPER.md "Localization"). Errors with [`Error::InvalidParam`] named
+    /// `localizer` when the detector was fitted without one.
+    pub fn localize(&self, image: &RgbImage) -> Result<AnomalyMap> {
+        self.fitted_localizer()?.localize(image)
+    }
+
+    /// Refits the localizer's dense features and patch Gaussians with new parameters (feature
+    /// mode, density, patch size, stride, σ, PCA) on the training images of `train`, keeping its
+    /// trained patch model — e.g. to compare exact and fast features on one model. Errors when
+    /// no localizer was fitted or `localizer` is invalid (named `localizer.…`).
+    pub fn refit_localizer(&mut self, localizer: LocalizerParams, train: &Dataset) -> Result<()> {
+        let side = self.params.input_size();
+        localizer.check(side, &self.params.augmentation)?;
+        self.fitted_localizer()?;
+        let images = train.load_train(side)?;
+        if let Some(loc) = self.localizer.as_mut() {
+            loc.refit(&localizer, &images, &mut |_| {
+                crate::model::Control::Continue
+            })?;
+        }
+        self.params.localizer = Some(localizer);
+        Ok(())
+    }
+
+    fn fitted_localizer(&self) -> Result<&Localizer> {
+        self.localizer.as_ref().ok_or_else(|| {
+            Error::invalid_param(
+                "localizer",
+                "this detector was fitted without a localizer; set \
+                 DetectorParams::localizer(LocalizerParams::paper()) and fit again",
+            )
+        })
+    }
+
+    /// Pixel AUROC and AUPRO (max FPR 0.3) of the localizer's input-side maps against the
+    /// masks resized to the input side; `None` without a localizer or when a mask is missing.
+    fn pixel_metrics(
+        &self,
+        dataset: &Dataset,
+        images: &[RgbImage],
+    ) -> Result<(Option<f64>, Option<f64>)> {
+        let Some(loc) = &self.localizer else {
+            return Ok((None, None));
+        };
+        let side = self.params.input_size();
+        let mut masks = Vec::with_capacity(images.len());
+        for s in &dataset.test {
+            let Some(m) = s.load_mask(side)? else {
+                return Ok((None, None));
+            };
+            // [side, side] bool, true = defect
+            let m = Array2::from_shape_fn((side as usize, side as usize), |(y, x)| {
+                m.get_pixel(x as u32, y as u32).0[0] > 127
+            });
+            masks.push(m);
+        }
+        let maps = images
+            .iter()
+            .map(|i| loc.input_map(i))
+            .collect::<Result<Vec<_>>>()?;
+        let mv: Vec<_> = maps.iter().map(|m| m.view()).collect();
+        let kv: Vec<_> = masks.iter().map(|m| m.view()).collect();
+        Ok((Some(pixel_auroc(&mv, &kv)?), Some(aupro(&mv, &kv, 0.3)?)))
     }
 
     /// The parameters it was fitted with.
@@ -225,6 +305,7 @@ impl Detector {
         let labels: Vec<bool> = dataset.test.iter().map(|s| s.is_anomalous()).collect();
         let types: Vec<String> = dataset.test.iter().map(|s| s.defect_type.clone()).collect();
         let f1 = f1_max(&scores, &labels)?;
+        let (pixel_auroc, aupro) = self.pixel_metrics(dataset, &images)?;
         let samples = dataset
             .test
             .iter()
@@ -245,8 +326,8 @@ impl Detector {
             f1_max: f1.f1,
             f1_threshold: f1.threshold,
             threshold: self.threshold,
-            pixel_auroc: None,
-            aupro: None,
+            pixel_auroc,
+            aupro,
             n_train: dataset.train.len(),
             n_test: images.len(),
             fit_seconds: self.fit_time.as_secs_f64(),

@@ -30,6 +30,7 @@ use crate::data::{Dataset, DEFAULT_SIDE};
 use crate::density::Density;
 use crate::detector::Detector;
 use crate::error::{Error, Result};
+use crate::localize::{Localizer, LocalizerParams};
 use crate::model::{
     train, Classifier, ClassifierConfig, Control, FastPath, HeadConfig, Progress, TrainParams,
 };
@@ -75,6 +76,7 @@ pub struct DetectorParams {
     pub(crate) device: Device,
     pub(crate) fast_path: Option<FastPath>,
     pub(crate) seed: u64,
+    pub(crate) localizer: Option<LocalizerParams>,
 }
 
 impl Default for DetectorParams {
@@ -90,6 +92,7 @@ impl Default for DetectorParams {
             device: Device::cuda_if_available(),
             fast_path: None,
             seed: 0,
+            localizer: None,
         }
     }
 }
@@ -102,6 +105,16 @@ pub enum FitEvent {
     Train(Progress),
     /// Features of `done` of `total` training images were extracted for the density.
     Features {
+        /// Images done.
+        done: usize,
+        /// All training images.
+        total: usize,
+    },
+    /// One training step of the patch model (localizer) finished.
+    LocalizerTrain(Progress),
+    /// Dense patch features of `done` of `total` training images were extracted for the
+    /// patch Gaussians.
+    LocalizerFeatures {
         /// Images done.
         done: usize,
         /// All training images.
@@ -163,6 +176,18 @@ impl DetectorParams {
         self
     }
 
+    /// Adds the patch localizer stage (PAPER.md "Localization"); none by default. The fitted
+    /// detector then answers [`Detector::localize`] and its evaluation reports pixel metrics.
+    pub fn localizer(mut self, localizer: LocalizerParams) -> Self {
+        self.localizer = Some(localizer);
+        self
+    }
+
+    /// The localizer configured, if any.
+    pub fn localizer_config(&self) -> Option<&LocalizerParams> {
+        self.localizer.as_ref()
+    }
+
     /// The augmentation configured.
     pub fn augmentation_config(&self) -> &Augmentation {
         &self.augmentation
@@ -196,6 +221,9 @@ impl DetectorParams {
         self.head.check()?;
         self.training.check()?;
         self.density.check()?;
+        if let Some(l) = &self.localizer {
+            l.check(self.image_size, &self.augmentation)?;
+        }
         if let Some(p) = &self.backbone.pretrained {
             if !p.is_file() {
                 return Err(Error::invalid_param(
@@ -270,12 +298,15 @@ impl DetectorParams {
             },
         )?;
         let density = self.density.fit(features.view())?;
-        Ok(Detector::new(
-            classifier,
-            density,
-            self.clone(),
-            t0.elapsed(),
-        ))
+        // Optional stage: the patch model and its Gaussians (PAPER.md "Localization").
+        let localizer = match &self.localizer {
+            Some(lp) => Some(Localizer::fit(lp, self, images.clone(), &mut callback)?),
+            None => None,
+        };
+        Ok(
+            Detector::new(classifier, density, self.clone(), t0.elapsed())
+                .with_localizer(localizer),
+        )
     }
 
     fn new_classifier(&self) -> Result<Classifier> {
