@@ -28,8 +28,6 @@ fn train(data: &Path, model: &Path, extra: &[&str]) -> Output {
         s(model),
         "--steps",
         "2",
-        "--size",
-        "32",
         "--batch-images",
         "4",
         "--device",
@@ -37,6 +35,57 @@ fn train(data: &Path, model: &Path, extra: &[&str]) -> Output {
     ];
     args.extend_from_slice(extra);
     cutpaste(&args)
+}
+
+#[test]
+fn localizer_heatmaps_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = SyntheticSpec::new(SyntheticKind::Part)
+        .side(64)
+        .counts(4, 1, 2)
+        .seed(2)
+        .write(dir.path())
+        .unwrap();
+    let model = dir.path().join("m.safetensors");
+    let o = train(
+        &data,
+        &model,
+        &[
+            "--size",
+            "64",
+            "--localize",
+            "--localizer-steps",
+            "2",
+            "--threshold",
+            "none",
+        ],
+    );
+    assert!(
+        o.status.success(),
+        "train --localize failed: {}",
+        stderr(&o)
+    );
+    let (out, maps) = (dir.path().join("eval"), dir.path().join("maps"));
+    let o = cutpaste(&[
+        "eval",
+        s(&model),
+        s(&data),
+        "--out",
+        s(&out),
+        "--heatmaps",
+        s(&maps),
+        "--device",
+        "cpu",
+    ]);
+    assert!(o.status.success(), "eval failed: {}", stderr(&o));
+    assert!(stderr(&o).contains("patch localizer"), "{}", stderr(&o));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let pixel = report["pixel_auroc"]
+        .as_f64()
+        .expect("pixel AUROC with a localizer");
+    assert!((0.0..=1.0).contains(&pixel));
+    assert_eq!(std::fs::read_dir(&maps).unwrap().count(), 3);
 }
 
 #[test]
@@ -50,14 +99,14 @@ fn train_eval_predict_session() {
         .unwrap();
     let model = dir.path().join("model.safetensors");
 
-    let o = train(&data, &model, &[]);
+    let o = train(&data, &model, &["--size", "32"]);
     assert!(o.status.success(), "train failed: {}", stderr(&o));
     assert!(model.is_file());
     assert!(stderr(&o).contains("threshold"), "{}", stderr(&o));
 
     // An existing model is never replaced without --force.
     let before = std::fs::read(&model).unwrap();
-    let o = train(&data, &model, &["--seed", "5"]);
+    let o = train(&data, &model, &["--size", "32", "--seed", "5"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("--force"), "{}", stderr(&o));
     assert_eq!(std::fs::read(&model).unwrap(), before);
@@ -76,6 +125,8 @@ fn train_eval_predict_session() {
         s(&html),
         "--embedding-per-group",
         "3",
+        "--heatmaps",
+        s(&dir.path().join("maps")),
     ]);
     assert!(o.status.success(), "eval failed: {}", stderr(&o));
     let report: serde_json::Value =
@@ -86,6 +137,12 @@ fn train_eval_predict_session() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("image AUROC"));
     let page = std::fs::read_to_string(html.join("index.html")).unwrap();
     assert!(page.contains("embedding.png") && html.join("embedding.png").is_file());
+    // --heatmaps: one GradCAM overlay per test image, of the image's own size, in the report.
+    for sample in report["samples"].as_array().unwrap() {
+        let overlay = sample["overlay"].as_str().expect("overlay recorded");
+        let src = image::image_dimensions(sample["path"].as_str().unwrap()).unwrap();
+        assert_eq!(image::image_dimensions(overlay).unwrap(), src);
+    }
 
     // predict on the test folders: one CSV row per image, scores equal to eval's.
     let csv = dir.path().join("scores.csv");
@@ -156,7 +213,7 @@ fn usage_and_input_errors_have_distinct_exit_codes() {
     // An empty training folder: code 1, the message names the folder.
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
-    let o = train(&empty, &dir.path().join("m.safetensors"), &[]);
+    let o = train(&empty, &dir.path().join("m.safetensors"), &["--size", "32"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("empty"), "{}", stderr(&o));
     // A model file that is not a detector: code 1, the message names it.

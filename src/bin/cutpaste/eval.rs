@@ -17,6 +17,10 @@ pub(crate) struct EvalArgs {
     /// Accept defect images without ground-truth masks (image-level metrics only).
     #[arg(long)]
     image_level_only: bool,
+    /// Write a heatmap overlay per test image here (the patch localizer's map when the detector
+    /// was trained with --localize, else GradCAM); the HTML report's gallery shows them.
+    #[arg(long)]
+    heatmaps: Option<PathBuf>,
     /// Also write an HTML report (index.html + PNGs: ROC curves, score histogram, gallery,
     /// t-SNE map of embeddings) into this folder.
     #[arg(long)]
@@ -38,6 +42,9 @@ pub(crate) fn run(a: EvalArgs) -> Result<Outcome, Box<dyn std::error::Error>> {
     bar.finish_and_clear();
     if let Some(name) = a.data.file_name() {
         report.category = name.to_string_lossy().into_owned();
+    }
+    if let Some(dir) = &a.heatmaps {
+        crate::heatmaps::write(&detector, &mut report, dir)?;
     }
     std::fs::create_dir_all(&a.out).map_err(|e| cutpaste::Error::io(&a.out, e))?;
     let write = |name: &str, text: String| -> cutpaste::Result<()> {

@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --release --features cli --bin cutpaste -- --help
 //! cutpaste train ../shared/data/mvtec/bottle -o bottle.safetensors --steps 300 --size 128
-//! cutpaste eval bottle.safetensors ../shared/data/mvtec/bottle --out out/bottle
+//! cutpaste eval bottle.safetensors ../shared/data/mvtec/bottle --out out/bottle --report out/bottle/html
 //! cutpaste predict bottle.safetensors ../shared/data/mvtec/bottle/test/broken_large --csv scores.csv
 //! ```
 //! Exit codes: 0 success, 1 error (the message says what and how to fix it), 2 bad command line,
@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod eval;
+mod heatmaps;
 mod options;
 mod predict;
 mod progress;

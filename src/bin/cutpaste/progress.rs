@@ -14,40 +14,51 @@ pub(crate) fn bar(len: u64, what: &str) -> ProgressBar {
     pb
 }
 
-/// Updates the training and feature bars from fit events.
+/// Updates the training and feature bars (image model, then patch localizer) from fit events.
 pub(crate) struct FitBars {
-    train: ProgressBar,
-    features: Option<ProgressBar>,
+    bars: Vec<(&'static str, ProgressBar)>,
+}
+
+fn train_step(b: &ProgressBar, p: &cutpaste::model::Progress) {
+    b.set_position(p.step as u64);
+    b.set_message(format!(
+        "loss {:.3} acc {:.2} {:.1} img/s",
+        p.loss, p.accuracy, p.images_per_sec
+    ));
+    if p.step == p.steps {
+        b.finish();
+    }
+}
+
+fn count(b: &ProgressBar, done: usize, total: usize) {
+    b.set_position(done as u64);
+    if done == total {
+        b.finish();
+    }
 }
 
 impl FitBars {
-    pub(crate) fn new(steps: usize) -> Self {
-        Self {
-            train: bar(steps as u64, "training"),
-            features: None,
+    pub(crate) fn new() -> Self {
+        Self { bars: Vec::new() }
+    }
+
+    fn get(&mut self, name: &'static str, len: usize) -> &ProgressBar {
+        if let Some(i) = self.bars.iter().position(|(n, _)| *n == name) {
+            return &self.bars[i].1;
         }
+        self.bars.push((name, bar(len as u64, name)));
+        &self.bars[self.bars.len() - 1].1
     }
 
     pub(crate) fn update(&mut self, e: &FitEvent) {
         match e {
-            FitEvent::Train(p) => {
-                self.train.set_position(p.step as u64);
-                self.train.set_message(format!(
-                    "loss {:.3} acc {:.2} {:.1} img/s",
-                    p.loss, p.accuracy, p.images_per_sec
-                ));
-                if p.step == p.steps {
-                    self.train.finish();
-                }
-            }
+            FitEvent::Train(p) => train_step(self.get("training", p.steps), p),
             FitEvent::Features { done, total } => {
-                let b = self
-                    .features
-                    .get_or_insert_with(|| bar(*total as u64, "features"));
-                b.set_position(*done as u64);
-                if done == total {
-                    b.finish();
-                }
+                count(self.get("features", *total), *done, *total)
+            }
+            FitEvent::LocalizerTrain(p) => train_step(self.get("patches", p.steps), p),
+            FitEvent::LocalizerFeatures { done, total } => {
+                count(self.get("patch feat", *total), *done, *total)
             }
             _ => {}
         }

@@ -48,6 +48,18 @@ pub(crate) struct TrainArgs {
     /// both.
     #[arg(long, default_value_t = 0.1)]
     holdout: f64,
+    /// Also train the patch-level localizer (paper §4.2: crops, dense patch features,
+    /// per-location Gaussians) for `eval --heatmaps` and `Detector::localize`.
+    #[arg(long)]
+    localize: bool,
+    /// Training steps of the patch model (default: --steps).
+    #[arg(long)]
+    localizer_steps: Option<usize>,
+    /// Dense patch features: `exact` (every 32² patch at stride 4 through the network, slow on
+    /// CPU), `sub4` (exact on a 4× coarser grid, interpolated; the default) or `fast`
+    /// (whole-image passes; fastest, least accurate).
+    #[arg(long, default_value = "sub4")]
+    localizer_mode: String,
     /// Save resumable training state every N steps next to --out (`<out>.train`); a rerun with
     /// the same options continues from it.
     #[arg(long)]
@@ -132,6 +144,18 @@ pub(crate) fn run(a: TrainArgs) -> Result<Outcome, Box<dyn std::error::Error>> {
         .backbone(backbone)
         .device(a.device)
         .seed(a.seed);
+    let params = if a.localize {
+        let mode = match a.localizer_mode.as_str() {
+            "exact" => FeatureMode::Exact,
+            "sub4" => FeatureMode::Subsampled { factor: 4 },
+            "fast" => FeatureMode::fast(),
+            m => return Err(format!("--localizer-mode {m}: use exact, sub4 or fast").into()),
+        };
+        let steps = a.localizer_steps.unwrap_or(a.steps);
+        params.localizer(LocalizerParams::paper().mode(mode).steps(steps))
+    } else {
+        params
+    };
     params.check()?;
     eprintln!(
         "training on {} images from {} ({} held out for the threshold; {} steps, {}², {:?}, device {:?})",
@@ -143,7 +167,7 @@ pub(crate) fn run(a: TrainArgs) -> Result<Outcome, Box<dyn std::error::Error>> {
         a.variant,
         a.device
     );
-    let mut bars = FitBars::new(a.steps);
+    let mut bars = FitBars::new();
     let mut detector = params.fit_with(&data, |e| {
         bars.update(e);
         Control::Continue
