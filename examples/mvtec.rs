@@ -7,7 +7,9 @@
 //! ```
 //! Options: `--steps N` (300), `--size PX` (256), `--batch-images N` (32), `--seed S` (0),
 //! `--variant three-way|cutpaste|scar|union` (three-way), `--density gaussian|kde` (gaussian),
-//! `--image-level-only` (accept defect images without masks), `--out DIR` (`out/<category>`).
+//! `--image-level-only` (accept defect images without masks), `--out DIR` (`out/<category>`),
+//! `--heatmaps DIR` (an overlay per test image: GradCAM, as this example fits no patch localizer),
+//! `--report DIR` (the HTML report; build with `--features html`).
 //! Prints progress every 25 steps and the report table, e.g. (bottle, `--steps 5 --size 64
 //! --batch-images 8`, CPU; a smoke run, not a result):
 //! ```text
@@ -37,6 +39,8 @@ struct Args {
     density: String,
     image_level_only: bool,
     out: PathBuf,
+    heatmaps: Option<PathBuf>,
+    report: Option<PathBuf>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -59,6 +63,8 @@ fn parse() -> Result<Args, String> {
         density: "gaussian".into(),
         image_level_only: false,
         out: PathBuf::from("out").join(category),
+        heatmaps: None,
+        report: None,
     };
     while let Some(flag) = rest.first().map(|s| s.as_str()) {
         if flag == "--image-level-only" {
@@ -79,11 +85,39 @@ fn parse() -> Result<Args, String> {
             "--variant" => a.variant = value,
             "--density" => a.density = value,
             "--out" => a.out = value.into(),
+            "--heatmaps" => a.heatmaps = Some(value.into()),
+            "--report" => a.report = Some(value.into()),
             other => return Err(format!("unknown option {other}")),
         }
         rest.drain(..2);
     }
     Ok(a)
+}
+
+/// The HTML report with the embedding map (feature `html`).
+#[cfg(feature = "html")]
+fn write_html(
+    detector: &Detector,
+    ds: &Dataset,
+    report: &Report,
+    dir: &std::path::Path,
+    seed: u64,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let map = cutpaste::embedding::embedding_map(detector, ds, seed, 40)?;
+    let html = report.write_html_with(dir, Some(&map))?;
+    println!("wrote {}", html.index.display());
+    Ok(())
+}
+
+#[cfg(not(feature = "html"))]
+fn write_html(
+    _: &Detector,
+    _: &Dataset,
+    _: &Report,
+    _: &std::path::Path,
+    _: u64,
+) -> Result<(), Box<dyn std::error::Error>> {
+    Err("--report needs the `html` feature: cargo run --release --features html --example mvtec -- …".into())
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -125,6 +159,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     detector.threshold_from_synthetic(&ds.load_train(a.size)?, a.seed)?;
     let mut report = detector.evaluate(&ds)?;
     report.category = a.category.clone();
+    if let Some(dir) = &a.heatmaps {
+        let source = cutpaste::heatmap::write_test_overlays(&detector, &mut report, dir, |_| {})?;
+        println!("wrote {source:?} overlays to {}", dir.display());
+    }
+    if let Some(dir) = &a.report {
+        write_html(&detector, &ds, &report, dir, a.seed)?;
+    }
     std::fs::create_dir_all(&a.out)?;
     std::fs::write(a.out.join("report.json"), report.to_json())?;
     std::fs::write(a.out.join("report.md"), report.to_markdown())?;

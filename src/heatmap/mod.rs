@@ -6,6 +6,7 @@
 //!   with the outline of the region above a threshold; [`OverlayOptions`], [`MapRange`] (own
 //!   min/max or a fixed range shared by a gallery).
 //! * [`AnomalyMap::resize`] (bilinear), [`AnomalyMap::to_gray`] / [`AnomalyMap::save_gray`].
+//! * [`write_test_overlays`]: overlays of a whole evaluated test set, recorded in the report.
 //! * [`Detector::gradcam`](crate::Detector::gradcam): GradCAM of the image-level Gaussian score
 //!   (PAPER.md "Localization", CutPaste §4.2).
 //!
@@ -26,10 +27,12 @@
 mod colormap;
 mod gradcam;
 mod overlay;
+mod test_overlays;
 
 pub use colormap::{turbo, turbo_u8};
 pub use gradcam::{GradCam, TorchGaussian};
 pub use overlay::{MapRange, OverlayOptions};
+pub use test_overlays::{anomaly_map, write_test_overlays, MapSource};
 
 use crate::error::{Error, Result};
 use ndarray::{Array2, ArrayView2};
