@@ -7,10 +7,10 @@
 //! #   arguments: output folder (out/report), training steps (150), side (64),
 //! #   images per embedding-map group (40)
 //! ```
-//! Prints one JSON line; measured with `-- /tmp/rh 30 64 40` on a busy 2-core CPU (30 steps:
+//! Prints one JSON line; measured with `-- out/report 30 64 40` on a busy 2-core CPU (30 steps:
 //! a smoke run, not a result; the notes say what the report could not show):
 //! ```text
-//! {"category":"synthetic_part","embedding_points":160,"embedding_seconds":3.33,"html_seconds":0.085,"image_auroc":0.9125,"index":"/tmp/rh/html/index.html","notes":["pixel-level metrics: the detector has no localizer (no anomaly maps were computed)","no heatmaps: the detector has no localizer (the gallery shows image | mask)"],"threshold":110.48}
+//! {"category":"synthetic_part","embedding_points":160,"embedding_seconds":3.33,"html_seconds":0.085,"image_auroc":0.9125,"index":"out/report/html/index.html","notes":["pixel-level metrics: the detector has no localizer (no anomaly maps were computed)","no heatmaps: the detector has no localizer (the gallery shows image | mask)"],"threshold":110.48}
 //! ```
 use cutpaste::data::synthetic::{SyntheticKind, SyntheticSpec};
 use cutpaste::embedding::embedding_map;
