@@ -5,6 +5,18 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+/// A consuming builder setter `fn name(mut self, name: Ty) -> Self` with its doc comment; shared
+/// by the parameter builders (`DetectorParams`, `LocalizerParams`).
+macro_rules! setter {
+    ($(#[$doc:meta])* $name:ident: $ty:ty) => {
+        $(#[$doc])*
+        pub fn $name(mut self, $name: $ty) -> Self {
+            self.$name = $name;
+            self
+        }
+    };
+}
+
 pub mod augment;
 pub mod data;
 pub mod density;

@@ -17,15 +17,24 @@ impl Detector {
     ) -> Result<Vec<Result<f32>>> {
         let mut out: Vec<Result<f32>> = Vec::with_capacity(paths.len());
         for chunk in paths.chunks(SCORE_BATCH) {
-            let loaded: Vec<Result<RgbImage>> = chunk.iter().map(load_rgb).collect();
-            let ok: Vec<RgbImage> = loaded
+            // Decoded images go to one batch; each slot remembers whether it got one.
+            let mut images: Vec<RgbImage> = Vec::with_capacity(chunk.len());
+            let slots: Vec<Option<crate::Error>> = chunk
                 .iter()
-                .filter_map(|r| r.as_ref().ok())
-                .cloned()
+                .map(|p| match load_rgb(p) {
+                    Ok(img) => {
+                        images.push(img);
+                        None
+                    }
+                    Err(e) => Some(e),
+                })
                 .collect();
-            let mut scores = self.score_batch(&ok)?.into_iter();
-            for r in loaded {
-                out.push(r.map(|_| scores.next().unwrap_or(f32::NAN)));
+            let mut scores = self.score_batch(&images)?.into_iter();
+            for slot in slots {
+                out.push(match slot {
+                    None => Ok(scores.next().unwrap_or(f32::NAN)),
+                    Some(e) => Err(e),
+                });
             }
             progress(out.len());
         }

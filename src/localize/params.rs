@@ -81,16 +81,6 @@ impl Default for LocalizerParams {
     }
 }
 
-macro_rules! setter {
-    ($(#[$doc:meta])* $name:ident: $ty:ty) => {
-        $(#[$doc])*
-        pub fn $name(mut self, $name: $ty) -> Self {
-            self.$name = $name;
-            self
-        }
-    };
-}
-
 impl LocalizerParams {
     /// Patch 32 at stride 4, 64² crops, exact features, per-location Gaussians, σ 10, 65,536
     /// steps of 32 crops.

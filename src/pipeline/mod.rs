@@ -122,16 +122,6 @@ pub enum FitEvent {
     },
 }
 
-macro_rules! setter {
-    ($(#[$doc:meta])* $name:ident: $ty:ty) => {
-        $(#[$doc])*
-        pub fn $name(mut self, $name: $ty) -> Self {
-            self.$name = $name;
-            self
-        }
-    };
-}
-
 impl DetectorParams {
     setter!(
         /// The augmentation label set and its parameters (default: 3-way).
