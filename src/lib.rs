@@ -45,7 +45,7 @@ pub mod prelude {
     pub use crate::error::{Error, Result};
     pub use crate::localize::{FeatureMode, LocalizerParams, PatchDensity};
     pub use crate::model::{Control, FastPath, TrainParams};
-    pub use crate::pipeline::{Backbone, DetectorParams, FitEvent};
+    pub use crate::pipeline::{Backbone, DetectorParams, FitEvent, ImageScore};
     pub use tch::Device;
 }
 

@@ -149,6 +149,34 @@ impl Dataset {
     }
 }
 
+/// Loads the images of `samples` at their own sizes, in order (in parallel with `parallel`).
+pub fn load_all_native(samples: &[Sample]) -> Result<Vec<RgbImage>> {
+    load_all_with(samples, |img| img)
+}
+
+/// Loads the images of `samples` at their own sizes and maps each through `f` (e.g. a resize),
+/// in order, so only the mapped images are held at once.
+pub fn load_all_with<F>(samples: &[Sample], f: F) -> Result<Vec<RgbImage>>
+where
+    F: Fn(RgbImage) -> RgbImage + Sync,
+{
+    #[cfg(feature = "parallel")]
+    {
+        use rayon::prelude::*;
+        samples
+            .par_iter()
+            .map(|s| image_io::load_rgb(&s.path).map(&f))
+            .collect()
+    }
+    #[cfg(not(feature = "parallel"))]
+    {
+        samples
+            .iter()
+            .map(|s| image_io::load_rgb(&s.path).map(&f))
+            .collect()
+    }
+}
+
 /// Loads the images of `samples` at `side`×`side`, in order.
 pub fn load_all(samples: &[Sample], side: u32) -> Result<Vec<RgbImage>> {
     image_io::check_side(side)?;

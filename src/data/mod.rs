@@ -8,7 +8,8 @@ pub mod synthetic;
 pub mod tensor;
 
 pub use dataset::{
-    collect_images, load_all, Dataset, FolderDataset, MvtecCategory, MvtecOptions, Sample, GOOD,
+    collect_images, load_all, load_all_native, load_all_with, Dataset, FolderDataset,
+    MvtecCategory, MvtecOptions, Sample, GOOD,
 };
 pub use image_io::{
     load_mask, load_rgb, load_rgb_resized, resize_mask, resize_rgb, DEFAULT_SIDE, RESIZE_FILTER,

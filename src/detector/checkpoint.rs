@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::localize::{Localizer, LocalizerParams, PatchGaussians};
 use crate::model::f32_bytes;
 use crate::model::{Classifier, ClassifierConfig, FastPath, HeadConfig, TrainParams};
-use crate::pipeline::{Backbone, DetectorParams};
+use crate::pipeline::{Backbone, DetectorParams, ImageScore, StageRecord};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -54,6 +54,12 @@ struct Meta {
     /// The localizer's parameters (absent in files written without one).
     #[serde(default)]
     localizer: Option<LocalizerParams>,
+    /// Where the image score comes from (absent in older files: pooled).
+    #[serde(default)]
+    image_score: ImageScore,
+    /// What each training stage planned and did (absent in older files).
+    #[serde(default)]
+    training_record: Vec<StageRecord>,
 }
 
 fn bad(path: &Path, reason: impl Into<String>) -> Error {
@@ -83,6 +89,8 @@ impl Detector {
             threshold: self.threshold,
             fit_seconds: self.fit_time.as_secs_f64(),
             localizer: self.localizer.as_ref().map(|l| l.params().clone()),
+            image_score: p.image_score,
+            training_record: self.training_record.clone(),
         }
     }
 
@@ -202,6 +210,11 @@ impl Detector {
             seed: meta.seed,
             normalization: meta.normalization,
             checkpoint: None,
+            budget: meta
+                .training_record
+                .first()
+                .and_then(|r| r.budget_seconds)
+                .map(Duration::from_secs_f64),
         };
         let mut params = DetectorParams::default()
             .augmentation(meta.augmentation)
@@ -213,6 +226,7 @@ impl Detector {
             .image_size(meta.image_size)
             .device(device)
             .fast_path(meta.fast_path)
+            .image_score(meta.image_score)
             .seed(meta.seed);
         params.localizer = meta.localizer.clone();
         let mut det = Detector::new(
@@ -221,7 +235,8 @@ impl Detector {
             params,
             Duration::from_secs_f64(meta.fit_seconds.max(0.0)),
         )
-        .with_localizer(localizer);
+        .with_localizer(localizer)
+        .with_training_record(meta.training_record.clone());
         det.threshold = meta.threshold;
         Ok(det)
     }
@@ -367,6 +382,8 @@ mod tests {
             threshold: None,
             fit_seconds: 0.0,
             localizer: Some(LocalizerParams::paper()),
+            image_score: ImageScore::MapMax,
+            training_record: vec![],
         };
         let mut json = serde_json::to_value(&meta).unwrap();
         assert!(json["localizer"].is_object());

@@ -9,7 +9,7 @@ use crate::heatmap::AnomalyMap;
 use crate::localize::{Localizer, LocalizerParams};
 use crate::metrics::{aupro, f1_max, per_type_auroc, pixel_auroc, roc_auc};
 use crate::model::Classifier;
-use crate::pipeline::DetectorParams;
+use crate::pipeline::{DetectorParams, ImageScore, StageRecord};
 use image::RgbImage;
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
@@ -33,6 +33,7 @@ pub struct Detector {
     threshold: Option<f32>,
     fit_time: Duration,
     localizer: Option<Localizer>,
+    training_record: Vec<StageRecord>,
 }
 
 /// The decision for one image.
@@ -42,6 +43,22 @@ pub struct Prediction {
     pub score: f32,
     /// `score > threshold`.
     pub is_anomalous: bool,
+}
+
+/// The mask of `sample` resized (nearest) to `w × h` as booleans (true = defect); all false for
+/// a good sample without a mask file, `None` for a defect sample without one.
+fn mask_at(sample: &crate::data::Sample, w: u32, h: u32) -> Result<Option<Array2<bool>>> {
+    let m = match (&sample.mask, sample.is_anomalous()) {
+        (Some(path), _) => crate::data::load_mask(path)?,
+        (None, false) => return Ok(Some(Array2::from_elem((h as usize, w as usize), false))),
+        (None, true) => return Ok(None),
+    };
+    let m = image::imageops::resize(&m, w, h, image::imageops::FilterType::Nearest);
+    // [h, w] bool, true = defect
+    Ok(Some(Array2::from_shape_fn(
+        (h as usize, w as usize),
+        |(y, x)| m.get_pixel(x as u32, y as u32).0[0] > 127,
+    )))
 }
 
 /// Pooled `[n, 512]` features of `images` (all of one size), in batches of [`SCORE_BATCH`];
@@ -92,12 +109,46 @@ impl Detector {
             threshold: None,
             fit_time,
             localizer: None,
+            training_record: Vec::new(),
         }
     }
 
     pub(crate) fn with_localizer(mut self, localizer: Option<Localizer>) -> Self {
         self.localizer = localizer;
         self
+    }
+
+    pub(crate) fn with_training_record(mut self, record: Vec<StageRecord>) -> Self {
+        self.training_record = record;
+        self
+    }
+
+    /// What each training stage planned and did (steps, step time, wall time; the budget when
+    /// one was set), in training order.
+    pub fn training_record(&self) -> &[StageRecord] {
+        &self.training_record
+    }
+
+    fn map_scored(&self) -> Option<&Localizer> {
+        match self.params.image_score {
+            ImageScore::MapMax => self.localizer.as_ref(),
+            ImageScore::Pooled => None,
+        }
+    }
+
+    /// Loads `samples` as scoring sees them: at the localizer's working size when there is a
+    /// localizer (maps need the detail), else at the square input side.
+    fn load_for_scoring(&self, samples: &[crate::data::Sample]) -> Result<Vec<RgbImage>> {
+        match &self.localizer {
+            Some(loc) => {
+                // the localizer holds tensors (not Sync): resize with a copy of its parameters
+                let (lp, side) = (loc.params().clone(), loc.input_side());
+                crate::data::load_all_with(samples, move |i| {
+                    crate::localize::prepare_image(&lp, side, &i)
+                })
+            }
+            None => crate::data::load_all(samples, self.params.input_size()),
+        }
     }
 
     /// The fitted patch localizer, when [`DetectorParams::localizer`] was set.
@@ -120,7 +171,7 @@ impl Detector {
         let side = self.params.input_size();
         localizer.check(side, &self.params.augmentation)?;
         self.fitted_localizer()?;
-        let images = train.load_train(side)?;
+        let images = crate::data::load_all_native(&train.train)?;
         if let Some(loc) = self.localizer.as_mut() {
             loc.refit(&localizer, &images, &mut |_| {
                 crate::model::Control::Continue
@@ -140,8 +191,10 @@ impl Detector {
         })
     }
 
-    /// Pixel AUROC and AUPRO (max FPR 0.3) of the localizer's input-side maps against the
-    /// masks resized to the input side; `None` without a localizer or when a mask is missing.
+    /// Pixel AUROC and AUPRO (max FPR 0.3) of the localizer's working-size maps against the
+    /// masks resized (nearest) to the same size; `None` without a localizer or when a mask is
+    /// missing. `images` are the test images as [`load_for_scoring`](Self::load_for_scoring)
+    /// gives them.
     fn pixel_metrics(
         &self,
         dataset: &Dataset,
@@ -150,22 +203,18 @@ impl Detector {
         let Some(loc) = &self.localizer else {
             return Ok((None, None));
         };
-        let side = self.params.input_size();
+        let mut maps = Vec::with_capacity(images.len());
+        for chunk in images.chunks(SCORE_BATCH) {
+            maps.extend(loc.input_maps(chunk)?);
+        }
         let mut masks = Vec::with_capacity(images.len());
-        for s in &dataset.test {
-            let Some(m) = s.load_mask(side)? else {
+        for (s, map) in dataset.test.iter().zip(&maps) {
+            let (h, w) = map.dim();
+            let Some(m) = mask_at(s, w as u32, h as u32)? else {
                 return Ok((None, None));
             };
-            // [side, side] bool, true = defect
-            let m = Array2::from_shape_fn((side as usize, side as usize), |(y, x)| {
-                m.get_pixel(x as u32, y as u32).0[0] > 127
-            });
             masks.push(m);
         }
-        let maps = images
-            .iter()
-            .map(|i| loc.input_map(i))
-            .collect::<Result<Vec<_>>>()?;
         let mv: Vec<_> = maps.iter().map(|m| m.view()).collect();
         let kv: Vec<_> = masks.iter().map(|m| m.view()).collect();
         Ok((Some(pixel_auroc(&mv, &kv)?), Some(aupro(&mv, &kv, 0.3)?)))
@@ -191,22 +240,39 @@ impl Detector {
         self.fit_time
     }
 
+    /// `images` as the image score sees them: at the localizer's working size when images are
+    /// scored by its map ([`ImageScore::MapMax`]), else at the square input side.
     fn prepare(&self, images: &[RgbImage]) -> Vec<RgbImage> {
-        let side = self.params.input_size();
-        images.iter().map(|i| resize_rgb(i, side)).collect()
+        match self.map_scored() {
+            Some(loc) => images.iter().map(|i| loc.prepare(i)).collect(),
+            None => {
+                let side = self.params.input_size();
+                images.iter().map(|i| resize_rgb(i, side)).collect()
+            }
+        }
     }
 
     /// Pooled 512-d features of `images` (any sizes; resized to the input side), `[n, 512]`.
     pub fn embed(&self, images: &[RgbImage]) -> Result<Array2<f32>> {
         let norm = self.params.training.normalization;
-        embed_images(&self.classifier, &norm, &self.prepare(images), |_| {})
+        let side = self.params.input_size();
+        let square: Vec<RgbImage> = images.iter().map(|i| resize_rgb(i, side)).collect();
+        embed_images(&self.classifier, &norm, &square, |_| {})
     }
 
     /// Anomaly scores of `images` (higher = more anomalous), batched. Equal to [`score`](Self::score)
     /// image by image up to float rounding of batched convolutions (≤ 1e-3 relative on CPU fp32).
+    /// With [`ImageScore::MapMax`] the score is the maximum of the localizer's map.
     pub fn score_batch(&self, images: &[RgbImage]) -> Result<Vec<f32>> {
         if images.is_empty() {
             return Ok(Vec::new());
+        }
+        if let Some(loc) = self.map_scored() {
+            let mut out = Vec::with_capacity(images.len());
+            for chunk in images.chunks(SCORE_BATCH) {
+                out.extend(loc.image_scores(chunk)?);
+            }
+            return Ok(out);
         }
         Ok(self.density.score(self.embed(images)?.view())?.to_vec())
     }
@@ -298,7 +364,7 @@ impl Detector {
                 path: dataset.name.clone().into(),
             });
         }
-        let images = dataset.load_test(self.params.input_size())?;
+        let images = self.load_for_scoring(&dataset.test)?;
         let t0 = Instant::now();
         let scores = self.score_batch(&images)?;
         let per_image = t0.elapsed().as_secs_f64() / images.len() as f64;

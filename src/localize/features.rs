@@ -45,6 +45,10 @@ pub fn patch_features(
         FeatureMode::Exact => exact(classifier, &x, params),
         FeatureMode::Fast { shifts } => fast(classifier, &x, params, shifts, g as i64),
         FeatureMode::Subsampled { factor } => subsampled(classifier, &x, params, factor, g as i64),
+        FeatureMode::Dense => Err(Error::invalid_param(
+            "localizer.mode",
+            "dense features have their own grid: use localize::dense_features",
+        )),
     })?;
     to_array(&f, g * g)
 }

@@ -1,17 +1,19 @@
 //! The fitted [`Localizer`]: patch model + patch Gaussians, and its fit.
+use super::dense::{dense_features, dense_grid};
 use super::features::{grid_side, patch_features};
-use super::gaussians::{l2_rows, PatchGaussians};
-use super::params::LocalizerParams;
+use super::gaussians::{l2_rows, PatchGaussians, SHARED_ROWS};
+use super::params::{FeatureMode, LocalizerParams, PatchDensity};
 use super::source::PatchSource;
-use super::upsample::{resize_bilinear, upsample_scores};
+use super::upsample::{resize_bilinear, upsample_dense, upsample_scores};
 use crate::data::synthetic::mix;
-use crate::data::{resize_rgb, Normalization};
+use crate::data::Normalization;
 use crate::error::{Error, Result};
 use crate::heatmap::AnomalyMap;
 use crate::model::{train, Classifier, ClassifierConfig, Control};
-use crate::pipeline::{DetectorParams, FitEvent};
+use crate::pipeline::budget::{self, plan_steps, Deadline, PROBE_IMAGES};
+use crate::pipeline::{DetectorParams, FitEvent, StageRecord};
 use image::RgbImage;
-use ndarray::{concatenate, Array2, Array3, Axis};
+use ndarray::{concatenate, s, Array2, Array3, Axis};
 use std::sync::Arc;
 
 /// Seed stream of the patch model (distinct from the image model's).
@@ -29,16 +31,19 @@ pub struct Localizer {
 }
 
 impl Localizer {
-    /// Trains the patch model on crops of `images` (already `det.input_size()`², normal only)
-    /// and fits the patch Gaussians on the dense features of the un-augmented images.
+    /// Trains the patch model on crops of `images` (normal only, any size: each is resized to
+    /// the working resolution first) and fits the patch Gaussians on the dense features of the
+    /// un-augmented images.
     pub(crate) fn fit(
         lp: &LocalizerParams,
         det: &DetectorParams,
-        images: Arc<Vec<RgbImage>>,
+        images: &[RgbImage],
+        deadline: Option<Deadline>,
         callback: &mut dyn FnMut(&FitEvent) -> Control,
-    ) -> Result<Self> {
+    ) -> Result<(Self, StageRecord)> {
         let side = det.input_size();
         lp.check(side, det.augmentation_config())?;
+        let images = Arc::new(prepare_all(lp, side, images));
         let seed = mix(det.seed, PATCH_STREAM);
         let mut config = ClassifierConfig::new(det.augmentation.num_classes() as i64, det.device);
         config.head = det.head.clone();
@@ -46,49 +51,90 @@ impl Localizer {
             config.fast_path = f;
         }
         let mut classifier = Classifier::new(&config, det.device, seed)?;
+        // images smaller than the crop at the working size (e.g. 32² tests) train on whole images
+        let short = images.iter().map(|i| i.width().min(i.height())).min();
+        let crop = lp.crop_size.min(short.unwrap_or(lp.crop_size));
+        if crop < lp.crop_size {
+            log::info!(
+                "training crops of {crop} px: the images are smaller than {}",
+                lp.crop_size
+            );
+        }
+        let lp = &lp.clone().crop_size(crop);
         let mut source = PatchSource::new(
             images.clone(),
             det.augmentation.clone(),
-            lp.crop_size,
+            crop,
             lp.batch_images,
             seed,
         )?;
         let mut training = det.training.clone().steps(lp.steps).seed(seed);
         training.checkpoint = None; // the image model's checkpoint file is not ours
+        training.budget = None;
+        let norm = training.normalization;
+        let mut record = match deadline {
+            Some(d) => {
+                let probe = &images[..PROBE_IMAGES.min(images.len())];
+                let post = images.len() + lp.pca_images.min(images.len());
+                let rec = plan_steps(
+                    "localizer",
+                    d,
+                    1.0,
+                    &config,
+                    det.device,
+                    &mut source,
+                    &training,
+                    post,
+                    |c| features_of(c, &norm, lp, probe).map(|_| ()),
+                )?;
+                training.steps = rec.planned_steps;
+                rec
+            }
+            None => budget::fixed("localizer", lp.steps),
+        };
+        let t = std::time::Instant::now();
         train(&mut classifier, &mut source, &training, |p| {
             callback(&FitEvent::LocalizerTrain(p.clone()))
         })?;
-        let norm = training.normalization;
+        record.train_seconds = t.elapsed().as_secs_f64();
         let gaussians = fit_gaussians(&classifier, &norm, lp, side, &images, callback)?;
-        Ok(Self {
+        let params = lp
+            .clone()
+            .steps(training.steps)
+            .density(gaussians.kind())
+            .pca_dim(gaussians.dim());
+        let loc = Self {
             classifier,
             gaussians,
-            params: lp.clone(),
+            params,
             side,
             normalization: norm,
-        })
+        };
+        Ok((loc, record))
     }
 
     /// Refits the dense features and Gaussians with `lp` (e.g. another [`FeatureMode`](super::FeatureMode),
     /// density, patch size or σ) on `images` (already at the input side), keeping the trained
     /// patch model; `lp`'s training fields (`crop_size`, `steps`, `batch_images`) are recorded
-    /// but unused. On error the localizer is unchanged.
+    /// but unused. `images` may have any size (they are resized to `lp`'s working size). On
+    /// error the localizer is unchanged.
     pub(crate) fn refit(
         &mut self,
         lp: &LocalizerParams,
         images: &[RgbImage],
         callback: &mut dyn FnMut(&FitEvent) -> Control,
     ) -> Result<()> {
+        let images = prepare_all(lp, self.side, images);
         let g = fit_gaussians(
             &self.classifier,
             &self.normalization,
             lp,
             self.side,
-            images,
+            &images,
             callback,
         )?;
+        self.params = lp.clone().density(g.kind()).pca_dim(g.dim());
         self.gaussians = g;
-        self.params = lp.clone();
         Ok(())
     }
 
@@ -108,32 +154,75 @@ impl Localizer {
         }
     }
 
-    /// `[grid², 512]` raw patch features of an image already at the input side.
-    fn raw_features(&self, image: &RgbImage) -> Result<Array2<f32>> {
-        patch_features(&self.classifier, &self.normalization, image, &self.params)
+    /// `image` resized to the working size (see [`LocalizerParams::working_size`]).
+    pub fn prepare(&self, image: &RgbImage) -> RgbImage {
+        prepare_image(&self.params, self.side, image)
     }
 
-    /// The `[grid, grid]` patch scores of `image` (resized to the input side first).
+    /// The working size (width, height) a `w × h` image is scored at.
+    pub fn working_size(&self, w: u32, h: u32) -> (u32, u32) {
+        self.params.working_size(w, h, self.side)
+    }
+
+    /// The `[rows, cols]` patch (or dense-cell) scores of `image` (resized to the working size
+    /// first), higher = more anomalous.
     pub fn score_grid(&self, image: &RgbImage) -> Result<Array2<f32>> {
-        let img = resize_rgb(image, self.side);
-        let scores = self.gaussians.score(&self.raw_features(&img)?)?;
-        let g = grid_side(self.side, self.params.patch_size, self.params.stride);
-        // [g²] -> [g, g]
-        scores
-            .into_shape_with_order((g, g))
-            .map_err(|e| Error::invalid_param("scores", e.to_string()))
+        Ok(self.score_grids(std::slice::from_ref(image))?.remove(0))
     }
 
-    /// The `[side, side]` map at the input side (before resizing to the image's own size).
+    /// [`score_grid`](Self::score_grid) of several images; dense features are batched.
+    pub fn score_grids(&self, images: &[RgbImage]) -> Result<Vec<Array2<f32>>> {
+        let prepared: Vec<RgbImage> = images.iter().map(|i| self.prepare(i)).collect();
+        let feats = features_of(
+            &self.classifier,
+            &self.normalization,
+            &self.params,
+            &prepared,
+        )?;
+        feats
+            .iter()
+            .zip(&prepared)
+            .map(|(f, img)| {
+                let (rows, cols) = grid_dims(&self.params, img);
+                // [rows · cols] -> [rows, cols]
+                self.gaussians
+                    .score(f)?
+                    .into_shape_with_order((rows, cols))
+                    .map_err(|e| Error::invalid_param("scores", e.to_string()))
+            })
+            .collect()
+    }
+
+    /// The map at the working size (before resizing to the image's own size).
     pub fn input_map(&self, image: &RgbImage) -> Result<Array2<f32>> {
-        let grid = self.score_grid(image)?;
+        Ok(self.input_maps(std::slice::from_ref(image))?.remove(0))
+    }
+
+    /// [`input_map`](Self::input_map) of several images (batched dense features).
+    pub fn input_maps(&self, images: &[RgbImage]) -> Result<Vec<Array2<f32>>> {
         let p = &self.params;
-        upsample_scores(
-            grid.view(),
-            p.patch_size as usize,
-            p.stride as usize,
-            p.sigma,
-        )
+        self.score_grids(images)?
+            .iter()
+            .map(|grid| match p.mode {
+                FeatureMode::Dense => upsample_dense(grid.view(), p.sigma),
+                _ => upsample_scores(
+                    grid.view(),
+                    p.patch_size as usize,
+                    p.stride as usize,
+                    p.sigma,
+                ),
+            })
+            .collect()
+    }
+
+    /// Image-level scores from the maps: the maximum of each image's working-size map
+    /// (higher = more anomalous; PAPER.md §4.2 takes the patch model's image score the same way).
+    pub fn image_scores(&self, images: &[RgbImage]) -> Result<Vec<f32>> {
+        Ok(self
+            .input_maps(images)?
+            .iter()
+            .map(|m| m.iter().copied().fold(f32::MIN, f32::max))
+            .collect())
     }
 
     /// The anomaly map of `image` at its own size (any aspect ratio), higher = more anomalous.
@@ -174,45 +263,142 @@ impl Localizer {
         &self.gaussians
     }
 
-    /// The square input side images are resized to.
+    /// The detector's square input side (the working side when `resolution` is 0).
     pub fn input_side(&self) -> u32 {
         self.side
     }
 }
 
-/// PCA on the patches of `pca_images` evenly spaced images, then the Gaussians on all images.
+/// `image` resized to `lp`'s working size (a copy when it already has it); `side` is the
+/// detector's input side (used when `lp.resolution` is 0).
+pub fn prepare_image(lp: &LocalizerParams, side: u32, image: &RgbImage) -> RgbImage {
+    let (w, h) = image.dimensions();
+    let (tw, th) = lp.working_size(w, h, side);
+    if (tw, th) == (w, h) {
+        return image.clone();
+    }
+    image::imageops::resize(image, tw, th, crate::data::image_io::RESIZE_FILTER)
+}
+
+fn prepare_all(lp: &LocalizerParams, side: u32, images: &[RgbImage]) -> Vec<RgbImage> {
+    #[cfg(feature = "parallel")]
+    {
+        use rayon::prelude::*;
+        images
+            .par_iter()
+            .map(|i| prepare_image(lp, side, i))
+            .collect()
+    }
+    #[cfg(not(feature = "parallel"))]
+    {
+        images.iter().map(|i| prepare_image(lp, side, i)).collect()
+    }
+}
+
+/// `(rows, cols)` of the score grid of a working-size image.
+fn grid_dims(lp: &LocalizerParams, image: &RgbImage) -> (usize, usize) {
+    let (w, h) = image.dimensions();
+    match lp.mode {
+        FeatureMode::Dense => dense_grid(w, h),
+        _ => {
+            let g = grid_side(w, lp.patch_size, lp.stride);
+            (g, g)
+        }
+    }
+}
+
+/// Images scored together in one dense pass.
+const DENSE_BATCH: usize = 8;
+
+/// `[cells, width]` raw features of each working-size image.
+fn features_of(
+    clf: &Classifier,
+    norm: &Normalization,
+    lp: &LocalizerParams,
+    images: &[RgbImage],
+) -> Result<Vec<Array2<f32>>> {
+    match lp.mode {
+        FeatureMode::Dense => dense_features(clf, norm, images, DENSE_BATCH),
+        _ => images
+            .iter()
+            .map(|i| patch_features(clf, norm, i, lp))
+            .collect(),
+    }
+}
+
+/// PCA on the cells of `pca_images` evenly spaced images, then the Gaussians on all images
+/// (all at the working size). A shared Gaussian keeps an even subsample of at most
+/// [`SHARED_ROWS`] cells, so images may differ in size; per-location Gaussians need one grid.
 fn fit_gaussians(
     clf: &Classifier,
     norm: &Normalization,
     lp: &LocalizerParams,
-    side: u32,
+    _side: u32,
     images: &[RgbImage],
     callback: &mut dyn FnMut(&FitEvent) -> Control,
 ) -> Result<PatchGaussians> {
     let n = images.len();
-    let picks = lp.pca_images.min(n);
-    let mut rows = Vec::with_capacity(picks);
-    for p in 0..picks {
-        let mut f = patch_features(clf, norm, &images[p * n / picks], lp)?;
-        l2_rows(&mut f);
-        rows.push(f);
+    let first = grid_dims(lp, &images[0]);
+    let all_same = images.iter().all(|i| grid_dims(lp, i) == first);
+    let width = match lp.mode {
+        FeatureMode::Dense => super::params::DENSE_WIDTH,
+        _ => 512,
+    };
+    let (density, d) = lp.density.resolve(all_same, lp.pca_dim, width);
+    if density == PatchDensity::PerLocation && !all_same {
+        return Err(Error::invalid_param(
+            "localizer.density",
+            "per-location Gaussians need one grid, but the training images have different \
+             sizes at the working resolution; use PatchDensity::Shared or Auto",
+        ));
     }
+    let lp = &lp.clone().density(density).pca_dim(d);
+    let picks = lp.pca_images.min(n);
+    let chosen: Vec<RgbImage> = (0..picks).map(|p| images[p * n / picks].clone()).collect();
+    let mut rows = features_of(clf, norm, lp, &chosen)?;
+    rows.iter_mut().for_each(l2_rows);
     let views: Vec<_> = rows.iter().map(|r| r.view()).collect();
     let all = concatenate(Axis(0), &views)
         .map_err(|e| Error::invalid_param("features", e.to_string()))?;
-    let d = lp.pca_dim.min(all.ncols());
     let (mean, proj) = PatchGaussians::fit_pca(all.view(), d)?;
     drop((rows, all));
-    let cells = grid_side(side, lp.patch_size, lp.stride).pow(2);
-    let mut z = Array3::<f32>::zeros((n, cells, d));
-    for (i, img) in images.iter().enumerate() {
-        let raw = patch_features(clf, norm, img, lp)?;
-        z.index_axis_mut(Axis(0), i)
-            .assign(&PatchGaussians::project_with(&mean, &proj, &raw));
+    let cells = first.0 * first.1;
+    let shared = lp.density == PatchDensity::Shared;
+    // shared: keep every `step`-th cell of the concatenation (at most SHARED_ROWS rows)
+    let step = if shared {
+        (n * cells).div_ceil(SHARED_ROWS).max(1)
+    } else {
+        1
+    };
+    let mut kept: Vec<Array2<f32>> = Vec::new();
+    let mut z = Array3::<f32>::zeros((if shared { 0 } else { n }, cells, d));
+    let mut offset = 0usize; // running index of the first cell of the next image
+    for (i, chunk) in images.chunks(DENSE_BATCH).enumerate() {
+        for (k, raw) in features_of(clf, norm, lp, chunk)?.into_iter().enumerate() {
+            let projected = PatchGaussians::project_with(&mean, &proj, &raw);
+            if shared {
+                let first = ((step - offset % step) % step).min(projected.nrows());
+                offset += projected.nrows();
+                kept.push(projected.slice(s![first..;step, ..]).to_owned());
+            } else {
+                z.index_axis_mut(Axis(0), i * DENSE_BATCH + k)
+                    .assign(&projected);
+            }
+        }
         callback(&FitEvent::LocalizerFeatures {
-            done: i + 1,
+            done: (i * DENSE_BATCH + chunk.len()).min(n),
             total: n,
         });
+    }
+    if shared {
+        let views: Vec<_> = kept.iter().map(|r| r.view()).collect();
+        let rows = concatenate(Axis(0), &views)
+            .map_err(|e| Error::invalid_param("features", e.to_string()))?;
+        let m = rows.nrows();
+        // [m, d] -> [1, m, d]: one "image" whose cells are every kept cell
+        z = rows
+            .into_shape_with_order((1, m, d))
+            .map_err(|e| Error::invalid_param("features", e.to_string()))?;
     }
     PatchGaussians::fit(lp.density, mean, proj, z.view())
 }

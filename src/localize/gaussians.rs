@@ -14,7 +14,7 @@ use ndarray_linalg::{Eigh, InverseH, UPLO};
 /// (scikit-learn's `reg_covar` default) **[our choice]**.
 pub const REG_COVAR: f64 = 1e-6;
 /// At most this many rows fit the shared Gaussian (an even subsample of all cells).
-const SHARED_ROWS: usize = 100_000;
+pub(crate) const SHARED_ROWS: usize = 100_000;
 
 /// Fitted patch Gaussians: PCA basis + per-cell (or shared) means and precision matrices.
 #[derive(Debug, Clone, PartialEq)]
@@ -101,14 +101,15 @@ impl PatchGaussians {
         let (n, cells, d) = z.dim();
         let groups = match kind {
             PatchDensity::PerLocation => cells,
-            PatchDensity::Shared => 1,
+            // Auto is resolved before fitting (PatchDensity::resolve); alone it means shared
+            PatchDensity::Shared | PatchDensity::Auto => 1,
         };
         let mut means = Array2::zeros((groups, d));
         let mut precisions = Array3::zeros((groups, d, d));
         for g in 0..groups {
             let x: Array2<f64> = match kind {
                 PatchDensity::PerLocation => z.slice(s![.., g, ..]).mapv(f64::from),
-                PatchDensity::Shared => {
+                PatchDensity::Shared | PatchDensity::Auto => {
                     // [n, cells, d] -> [n·cells, d], evenly subsampled
                     let all = z
                         .to_shape((n * cells, d))
@@ -143,6 +144,12 @@ impl PatchGaussians {
                 expected: groups,
                 got: z.nrows(),
             });
+        }
+        if groups == 1 {
+            // one shared Gaussian: all cells in one matrix product, Σ_k (D·P)[c, k] · D[c, k]
+            let diff = &z - &self.means.row(0);
+            let p = self.precisions.index_axis(Axis(0), 0);
+            return Ok((&diff.dot(&p) * &diff).sum_axis(Axis(1)));
         }
         let mut out = Array1::zeros(z.nrows());
         for (c, row) in z.outer_iter().enumerate() {

@@ -36,6 +36,7 @@
 //! let (peak, (x, y)) = map.max();
 //! # let _ = (peak, x, y); Ok::<(), cutpaste::Error>(())
 //! ```
+mod dense;
 mod features;
 mod fitted;
 mod gaussians;
@@ -43,9 +44,10 @@ mod params;
 mod source;
 mod upsample;
 
+pub use dense::{dense_features, dense_grid, DENSE_STRIDE};
 pub use features::{grid_side, patch_features};
-pub use fitted::Localizer;
+pub use fitted::{prepare_image, Localizer};
 pub use gaussians::PatchGaussians;
-pub use params::{FeatureMode, LocalizerParams, PatchDensity};
+pub use params::{FeatureMode, LocalizerParams, PatchDensity, DENSE_WIDTH};
 pub use source::PatchSource;
-pub use upsample::{gaussian_kernel, resize_bilinear, upsample_scores};
+pub use upsample::{gaussian_kernel, resize_bilinear, upsample_dense, upsample_scores};

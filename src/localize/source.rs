@@ -10,7 +10,7 @@ use rand_chacha::ChaCha8Rng;
 use std::sync::Arc;
 
 /// A [`BatchSource`] of augmented views of random `crop`² crops of a fixed set of normal
-/// images (all of one size): each step draws `batch_images` (image, crop position) pairs, then
+/// images (of any sizes of at least `crop` per side): each step draws `batch_images` (image, crop position) pairs, then
 /// the augmentation turns each crop into its labelled views. Batch `step` is a pure function of
 /// `(seed, step)`.
 #[derive(Debug, Clone)]
@@ -37,17 +37,15 @@ impl PatchSource {
                 "no training images were given",
             ));
         };
-        let (w, h) = first.dimensions();
-        if crop == 0 || crop > w.min(h) {
+        let short = images
+            .iter()
+            .map(|i| i.width().min(i.height()))
+            .min()
+            .unwrap_or(first.width());
+        if crop == 0 || crop > short {
             return Err(Error::invalid_param(
                 "localizer.crop_size",
-                format!("must be in 1..={} (the image side), got {crop}", w.min(h)),
-            ));
-        }
-        if images.iter().any(|i| i.dimensions() != (w, h)) {
-            return Err(Error::invalid_param(
-                "train",
-                "all images must have one size; resize them first",
+                format!("must be in 1..={short} (the shortest image side), got {crop}"),
             ));
         }
         if batch_images == 0 {
@@ -70,10 +68,10 @@ impl PatchSource {
     /// The crops of step `step` before augmentation (for inspection and tests).
     pub fn crops(&self, step: usize) -> Vec<RgbImage> {
         let mut rng = ChaCha8Rng::seed_from_u64(mix(self.seed, 2 * step as u64));
-        let (w, h) = self.images[0].dimensions();
         (0..self.batch_images)
             .map(|_| {
                 let img = &self.images[rng.random_range(0..self.images.len())];
+                let (w, h) = img.dimensions();
                 let x = rng.random_range(0..=w - self.crop);
                 let y = rng.random_range(0..=h - self.crop);
                 imageops::crop_imm(img, x, y, self.crop, self.crop).to_image()

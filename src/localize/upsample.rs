@@ -14,10 +14,15 @@ pub fn gaussian_kernel(k: usize, sigma: f64) -> Array2<f32> {
     })
 }
 
-/// Transposed convolution of a `[g, g']` score grid with stride `stride` and the
+/// Normalised transposed convolution of a `[g, g']` score grid with stride `stride` and the
 /// [`gaussian_kernel`] of side `k`: every grid score spreads over the `k × k` pixels of its
-/// patch, weighted by the kernel. Output `[(g − 1)·stride + k, (g' − 1)·stride + k]` (256 for
-/// 57 cells, 32 px, stride 4): `out[y, x] = Σ_{i,j} s[i, j] · K[y − stride·i, x − stride·j]`.
+/// patch, weighted by the kernel, and each pixel is divided by the sum of the kernel weights
+/// that reach it, so a pixel's value is a weighted **average** of the scores of the patches
+/// covering it. Without the division, pixels near the border (covered by fewer patches) were
+/// attenuated ~20× along edges and ~350× at corners, and every map peaked at the centre.
+/// Output `[(g − 1)·stride + k, (g' − 1)·stride + k]` (256 for 57 cells, 32 px, stride 4):
+/// `out[y, x] = Σ_{i,j} s[i, j] · K[y − stride·i, x − stride·j] / Σ_{i,j} K[y − stride·i, x − stride·j]`.
+/// A constant grid gives a constant map.
 pub fn upsample_scores(
     scores: ArrayView2<f32>,
     k: usize,
@@ -32,21 +37,45 @@ pub fn upsample_scores(
         ));
     }
     let kernel = gaussian_kernel(k, sigma);
-    let ow = (gw - 1) * stride + k;
-    // row-major [oh · ow] buffer; patch (i, j) adds `v · K` to rows stride·i.., columns stride·j..
-    let mut buf = vec![0f32; ((gh - 1) * stride + k) * ow];
+    let (oh, ow) = ((gh - 1) * stride + k, (gw - 1) * stride + k);
+    // row-major [oh · ow] buffers; patch (i, j) adds `v · K` (and `K`) to rows stride·i..,
+    // columns stride·j..
+    let mut buf = vec![0f32; oh * ow];
+    let mut weight = vec![0f32; oh * ow];
     for ((i, j), &v) in scores.indexed_iter() {
         let (y0, x0) = (i * stride, j * stride);
         for (a, krow) in kernel.outer_iter().enumerate() {
             let start = (y0 + a) * ow + x0;
-            for (o, w) in buf[start..start + k].iter_mut().zip(krow.iter()) {
-                *o += v * w;
+            let span = start..start + k;
+            for ((o, wsum), kv) in buf[span.clone()]
+                .iter_mut()
+                .zip(&mut weight[span])
+                .zip(krow.iter())
+            {
+                *o += v * kv;
+                *wsum += kv;
             }
         }
     }
-    let out = Array2::from_shape_vec(((gh - 1) * stride + k, ow), buf)
-        .map_err(|e| Error::invalid_param("scores", e.to_string()))?;
-    Ok(out)
+    for (o, w) in buf.iter_mut().zip(&weight) {
+        if *w > 0.0 {
+            *o /= w;
+        }
+    }
+    Array2::from_shape_vec((oh, ow), buf).map_err(|e| Error::invalid_param("scores", e.to_string()))
+}
+
+/// The `[8·rows, 8·cols]` map of a dense `[rows, cols]` cell grid (8-px cells, see
+/// [`FeatureMode::Dense`](super::FeatureMode::Dense)): [`upsample_scores`] with a 16-px kernel
+/// centred on each cell (stride 8), cropped by 4 px on each side so cell `(i, j)`'s kernel
+/// centre lands on its pixel centre `(8j + 3.5, 8i + 3.5)`.
+pub fn upsample_dense(scores: ArrayView2<f32>, sigma: f64) -> Result<Array2<f32>> {
+    let full = upsample_scores(scores, 16, 8, sigma)?;
+    let (gh, gw) = scores.dim();
+    // [8g + 8, 8g' + 8] -> [8g, 8g']
+    Ok(full
+        .slice(ndarray::s![4..4 + 8 * gh, 4..4 + 8 * gw])
+        .to_owned())
 }
 
 /// Bilinear resize of a `[h, w]` map to `[height, width]` with half-pixel centres (as
@@ -88,37 +117,68 @@ mod tests {
     use super::*;
 
     #[test]
-    fn one_hot_grid_gives_a_gaussian_bump_at_its_patch() {
+    fn one_hot_grid_is_the_kernel_weighted_average() {
         // 3 × 3 grid, stride 4, k = 8 → 16 × 16 pixels; score 2 at cell (1, 2) only.
         let mut s = Array2::zeros((3, 3));
         s[[1, 2]] = 2.0;
         let out = upsample_scores(s.view(), 8, 4, 2.0).unwrap();
         assert_eq!(out.dim(), (16, 16));
-        // patch (1, 2) covers rows 4..12, columns 8..16; kernel centre c = 3.5
-        for y in 0..16 {
-            for x in 0..16 {
-                let inside = (4..12).contains(&y) && (8..16).contains(&x);
-                let want = if inside {
-                    let (a, b) = (y as f64 - 4.0 - 3.5, x as f64 - 8.0 - 3.5);
-                    2.0 * (-(a * a + b * b) / 8.0).exp()
-                } else {
-                    0.0
-                };
-                assert!((out[[y, x]] as f64 - want).abs() < 1e-6, "({y}, {x})");
-            }
-        }
-        // hand value at the four centre pixels: 2·exp(−(0.25 + 0.25)/8)
-        assert!((out[[7, 11]] - 2.0 * (-0.0625f32).exp()).abs() < 1e-6);
+        let k = gaussian_kernel(8, 2.0);
+        // hand value at (y, x) = (7, 15): it is covered by cells (0, 2) (kernel index (7, 7))
+        // and (1, 2) (kernel index (3, 7)) only; cell (0, 2) scores 0
+        let want = 2.0 * k[[3, 7]] / (k[[3, 7]] + k[[7, 7]]);
+        assert!(
+            (out[[7, 15]] - want).abs() < 1e-6,
+            "{} vs {want}",
+            out[[7, 15]]
+        );
+        // pixels no patch of cell (1, 2) reaches stay 0
+        assert_eq!(out[[0, 0]], 0.0);
+        assert_eq!(out[[15, 3]], 0.0);
     }
 
     #[test]
-    fn overlapping_patches_add() {
-        let s = Array2::from_elem((2, 1), 1.0);
+    fn a_constant_grid_gives_a_constant_map_up_to_the_corners() {
+        let s = Array2::from_elem((5, 7), 3.0f32);
+        let out = upsample_scores(s.view(), 8, 4, 2.0).unwrap();
+        for v in out.iter() {
+            assert!((v - 3.0).abs() < 1e-5, "{v}");
+        }
+        let d = upsample_dense(s.view(), 4.0).unwrap();
+        assert_eq!(d.dim(), (40, 56));
+        assert!(d.iter().all(|v| (v - 3.0).abs() < 1e-5));
+    }
+
+    #[test]
+    fn a_border_cell_peaks_at_the_border() {
+        // a high score in the corner cell and on the left edge: the map's maximum is there,
+        // not pulled towards the centre
+        for (ci, cj) in [(0usize, 0usize), (3, 0), (0, 6)] {
+            let mut s = Array2::from_elem((7, 7), 1.0f32);
+            s[[ci, cj]] = 10.0;
+            let out = upsample_dense(s.view(), 4.0).unwrap();
+            let (mut best, mut at) = (f32::MIN, (0, 0));
+            for ((y, x), &v) in out.indexed_iter() {
+                if v > best {
+                    (best, at) = (v, (y, x));
+                }
+            }
+            assert_eq!((at.0 / 8, at.1 / 8), (ci, cj), "peak {best} at {at:?}");
+            // an interior pixel is covered by 2 cells per axis: 10 blends with its neighbour's 1
+            // to ≥ 8.6 (σ = 4); unnormalised, an edge cell lost ~4× and a corner ~16×
+            assert!(best > 8.5, "{best}");
+        }
+    }
+
+    #[test]
+    fn overlapping_patches_average() {
+        let s = Array2::from_shape_vec((2, 1), vec![1.0, 3.0]).unwrap();
         let out = upsample_scores(s.view(), 4, 2, 1.0).unwrap();
         assert_eq!(out.dim(), (6, 4));
         let k = gaussian_kernel(4, 1.0);
-        // row 2 gets kernel row 2 (first patch) + kernel row 0 (second patch)
-        assert!((out[[2, 1]] - (k[[2, 1]] + k[[0, 1]])).abs() < 1e-7);
+        // row 2 gets kernel row 2 (first patch) and kernel row 0 (second patch)
+        let want = (k[[2, 1]] + 3.0 * k[[0, 1]]) / (k[[2, 1]] + k[[0, 1]]);
+        assert!((out[[2, 1]] - want).abs() < 1e-6);
     }
 
     #[test]

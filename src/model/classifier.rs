@@ -173,4 +173,22 @@ impl Classifier {
                 .map_err(Into::into)
         })
     }
+
+    /// `layer2` and `layer3` maps (fp32, evaluation mode, no gradients) of an `[N, 3, H, W]`
+    /// batch in the configured precision and layout; see [`ResNet18::forward_mid`].
+    pub fn mid_maps(&self, images: &Tensor) -> Result<(Tensor, Tensor)> {
+        let x = self.prepare(images)?;
+        tch::no_grad(|| {
+            let _autocast = Autocast::enter(self.device(), self.config.fast_path.precision)?;
+            let (l2, l3) = self.backbone.forward_mid(&x)?;
+            Ok((l2.f_to_kind(Kind::Float)?, l3.f_to_kind(Kind::Float)?))
+        })
+    }
+
+    /// A copy with the same configuration and variables (weights and BatchNorm statistics).
+    pub fn try_clone(&self) -> Result<Self> {
+        let mut copy = Self::new(&self.config, self.device(), 0)?;
+        copy.vs.copy(&self.vs)?;
+        Ok(copy)
+    }
 }

@@ -62,7 +62,11 @@ impl FastPath {
             _ => false,
         };
         FastPath {
-            precision: if bf16 { Precision::Bf16 } else { Precision::Fp32 },
+            precision: if bf16 {
+                Precision::Bf16
+            } else {
+                Precision::Fp32
+            },
             channels_last: matches!(device, Device::Cpu | Device::Cuda(_)),
         }
     }

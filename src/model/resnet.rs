@@ -151,6 +151,22 @@ impl ResNet18 {
         })
     }
 
+    /// `layer2` `[N, 128, H/8, W/8]` and `layer3` `[N, 256, H/16, W/16]` of an `[N, 3, H, W]`
+    /// batch in evaluation mode, without running `layer4` (the dense mid-level features of
+    /// [`crate::localize::FeatureMode::Dense`]; PAPER.md Table 3 uses intermediate levels too).
+    pub fn forward_mid(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        check_input(x)?;
+        let y = self
+            .bn1
+            .forward_t(&self.conv1.forward(x)?, false)?
+            .f_relu()?;
+        // [N, 64, H/2, W/2] -> [N, 64, H/4, W/4]
+        let y = y.f_max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false)?;
+        let layer2 = self.stage(1, &self.stage(0, &y, false)?, false)?;
+        let layer3 = self.stage(2, &layer2, false)?;
+        Ok((layer2, layer3))
+    }
+
     /// `layer{i+1}`: its two blocks.
     fn stage(&self, i: usize, x: &Tensor, train: bool) -> Result<Tensor> {
         let [b0, b1] = &self.layers[i];

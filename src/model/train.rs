@@ -43,6 +43,11 @@ pub struct TrainParams {
     pub normalization: Normalization,
     /// Periodic checkpoints; none by default.
     pub checkpoint: Option<CheckpointPolicy>,
+    /// **[our choice]** A wall-clock budget for the whole `fit` (training, feature extraction,
+    /// density): `DetectorParams::fit` measures the step time and plans the number of steps so
+    /// the fit ends within it (then `steps` is ignored). None (the default) trains exactly
+    /// `steps` steps. See `pipeline::budget`.
+    pub budget: Option<Duration>,
 }
 
 impl TrainParams {
@@ -56,7 +61,15 @@ impl TrainParams {
             seed: 0,
             normalization: Normalization::IMAGENET,
             checkpoint: None,
+            budget: None,
         }
+    }
+
+    /// Trains for a wall-clock budget instead of a step count (see [`budget`](Self::budget)'s
+    /// field docs), e.g. `Duration::from_secs(600)`.
+    pub fn budget(mut self, budget: Duration) -> Self {
+        self.budget = Some(budget);
+        self
     }
 
     /// Sets the number of steps (the schedule is stretched to it).
@@ -104,6 +117,17 @@ impl TrainParams {
                 "weight_decay",
                 format!("must be >= 0 (paper: 3e-5), got {}", self.weight_decay),
             );
+        }
+        if let Some(b) = self.budget {
+            if b.as_secs_f64() < 1.0 {
+                return bad(
+                    "budget",
+                    format!(
+                        "must be at least 1 s (e.g. 10m), got {:.3} s",
+                        b.as_secs_f64()
+                    ),
+                );
+            }
         }
         if let Some(c) = &self.checkpoint {
             if c.every == 0 {

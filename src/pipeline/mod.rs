@@ -21,19 +21,23 @@
 //! let params = cutpaste::Detector::params();
 //! let score = params.score(&image::RgbImage::new(64, 64)); // no such method before `fit`
 //! ```
+pub mod budget;
 mod source;
 
+pub use budget::StageRecord;
 pub use source::AugmentSource;
 
 use crate::augment::Augmentation;
-use crate::data::{Dataset, DEFAULT_SIDE};
+use crate::data::{resize_rgb, Dataset, DEFAULT_SIDE};
 use crate::density::Density;
+use crate::density::FittedDensity;
 use crate::detector::Detector;
 use crate::error::{Error, Result};
 use crate::localize::{Localizer, LocalizerParams};
 use crate::model::{
     train, Classifier, ClassifierConfig, Control, FastPath, HeadConfig, Progress, TrainParams,
 };
+use budget::{plan_steps, Deadline, PROBE_IMAGES};
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -61,6 +65,20 @@ impl Backbone {
     }
 }
 
+/// Where the image-level score comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum ImageScore {
+    /// The density of the image model's pooled `layer4` features (PAPER.md stage 2; the paper's
+    /// image-level protocol).
+    #[default]
+    Pooled,
+    /// **[our choice for CPU budgets]** The maximum of the localizer's anomaly map (PAPER.md
+    /// §4.2 scores images from the patch model the same way). Needs a localizer; the image
+    /// model is then not trained separately: it is a copy of the patch model, and the pooled
+    /// density is still fitted on it (for [`Detector::embed`] and GradCAM).
+    MapMax,
+}
+
 /// Every parameter of a CutPaste detector. [`Detector::params`] gives the paper's defaults:
 /// 3-way augmentation, ResNet-18 from scratch, 256² inputs, SGD 0.03 / cosine / 65,536 steps with
 /// 32 source images a step, Gaussian density with Ledoit–Wolf, seed 0, CUDA if available.
@@ -77,6 +95,7 @@ pub struct DetectorParams {
     pub(crate) fast_path: Option<FastPath>,
     pub(crate) seed: u64,
     pub(crate) localizer: Option<LocalizerParams>,
+    pub(crate) image_score: ImageScore,
 }
 
 impl Default for DetectorParams {
@@ -93,6 +112,7 @@ impl Default for DetectorParams {
             fast_path: None,
             seed: 0,
             localizer: None,
+            image_score: ImageScore::Pooled,
         }
     }
 }
@@ -159,6 +179,10 @@ impl DetectorParams {
         /// Seed of everything random (initialisation, augmentations, batches).
         seed: u64
     );
+    setter!(
+        /// Where the image score comes from (default: the paper's pooled features).
+        image_score: ImageScore
+    );
 
     /// Precision and memory layout of the forward pass (default: [`FastPath::auto`]).
     pub fn fast_path(mut self, fast_path: FastPath) -> Self {
@@ -213,6 +237,12 @@ impl DetectorParams {
         self.density.check()?;
         if let Some(l) = &self.localizer {
             l.check(self.image_size, &self.augmentation)?;
+        } else if self.image_score == ImageScore::MapMax {
+            return Err(Error::invalid_param(
+                "image_score",
+                "MapMax scores images by the localizer's map; add a localizer \
+                 (DetectorParams::localizer(LocalizerParams::dense())) or use ImageScore::Pooled",
+            ));
         }
         if let Some(p) = &self.backbone.pretrained {
             if !p.is_file() {
@@ -240,14 +270,30 @@ impl DetectorParams {
         callback: impl FnMut(&FitEvent) -> Control,
     ) -> Result<Detector> {
         self.check()?;
-        let images = train.load_train(self.image_size)?;
-        self.fit_images_with(images, callback)
+        let t0 = Instant::now();
+        // the localizer resizes to its own working size, so it gets the images as they are
+        let images = if self.localizer.is_some() {
+            crate::data::load_all_native(&train.train)?
+        } else {
+            train.load_train(self.image_size)?
+        };
+        self.fit_from(images, t0, callback)
     }
 
-    /// Trains on in-memory normal images (resized to the configured side when needed).
+    /// Trains on in-memory normal images (any size: resized to the configured side for the
+    /// image model, to the working size for the localizer).
     pub fn fit_images_with(
         &self,
         images: Vec<RgbImage>,
+        callback: impl FnMut(&FitEvent) -> Control,
+    ) -> Result<Detector> {
+        self.fit_from(images, Instant::now(), callback)
+    }
+
+    fn fit_from(
+        &self,
+        images: Vec<RgbImage>,
+        t0: Instant,
         mut callback: impl FnMut(&FitEvent) -> Control,
     ) -> Result<Detector> {
         self.check()?;
@@ -257,12 +303,58 @@ impl DetectorParams {
                 "no training images were given",
             ));
         }
-        let t0 = Instant::now();
-        let images: Vec<RgbImage> = images
+        let deadline = self
+            .training
+            .budget
+            .map(|budget| Deadline { start: t0, budget });
+        let square: Vec<RgbImage> = images
             .iter()
-            .map(|i| crate::data::resize_rgb(i, self.image_size))
+            .map(|i| resize_rgb(i, self.image_size))
             .collect();
-        let images = Arc::new(images);
+        let square = Arc::new(square);
+        let mut used = self.clone();
+        let mut records = Vec::new();
+        let (classifier, localizer) = match (self.image_score, &self.localizer) {
+            (ImageScore::MapMax, Some(lp)) => {
+                let (loc, rec) = Localizer::fit(lp, self, &images, deadline, &mut callback)?;
+                used.localizer = Some(loc.params().clone());
+                records.push(rec);
+                (loc.classifier().try_clone()?, Some(loc))
+            }
+            _ => {
+                // with a localizer to train after it, the image model gets half the time left
+                let share = if self.localizer.is_some() { 0.5 } else { 1.0 };
+                let (clf, rec) =
+                    self.train_image_model(square.clone(), deadline, share, &mut callback)?;
+                used.training.steps = rec.planned_steps;
+                records.push(rec);
+                (clf, None)
+            }
+        };
+        let density = self.fit_density(&classifier, &square, &mut callback)?;
+        let localizer = match (localizer, &self.localizer) {
+            (Some(l), _) => Some(l),
+            (None, Some(lp)) => {
+                let (loc, rec) = Localizer::fit(lp, self, &images, deadline, &mut callback)?;
+                used.localizer = Some(loc.params().clone());
+                records.push(rec);
+                Some(loc)
+            }
+            (None, None) => None,
+        };
+        Ok(Detector::new(classifier, density, used, t0.elapsed())
+            .with_localizer(localizer)
+            .with_training_record(records))
+    }
+
+    /// Stage 1 (PAPER.md): the self-supervised image model, for the planned or asked steps.
+    fn train_image_model(
+        &self,
+        images: Arc<Vec<RgbImage>>,
+        deadline: Option<Deadline>,
+        share: f64,
+        callback: &mut impl FnMut(&FitEvent) -> Control,
+    ) -> Result<(Classifier, StageRecord)> {
         let mut classifier = self.new_classifier()?;
         let mut source = AugmentSource::new(
             images.clone(),
@@ -270,33 +362,53 @@ impl DetectorParams {
             self.batch_images,
             self.seed,
         )?;
-        let training = self.training.clone().seed(self.seed);
+        let mut training = self.training.clone().seed(self.seed);
+        training.budget = None;
+        let mut record = match deadline {
+            Some(d) => {
+                let norm = training.normalization;
+                let probe = &images[..PROBE_IMAGES.min(images.len())];
+                let config = classifier.config().clone();
+                let rec = plan_steps(
+                    "image",
+                    d,
+                    share,
+                    &config,
+                    self.device,
+                    &mut source,
+                    &training,
+                    images.len(),
+                    |c| crate::detector::embed_images(c, &norm, probe, |_| {}).map(|_| ()),
+                )?;
+                training.steps = rec.planned_steps;
+                rec
+            }
+            None => budget::fixed("image", training.steps),
+        };
+        let t = Instant::now();
         train(&mut classifier, &mut source, &training, |p| {
             callback(&FitEvent::Train(p.clone()))
         })?;
-        // Stage 2 (PAPER.md): the density is fitted on the pooled features of the
-        // *un-augmented* training images, never on augmented views.
-        let features = crate::detector::embed_images(
-            &classifier,
-            &self.training.normalization,
-            &images,
-            |done| {
-                callback(&FitEvent::Features {
-                    done,
-                    total: images.len(),
-                });
-            },
-        )?;
-        let density = self.density.fit(features.view())?;
-        // Optional stage: the patch model and its Gaussians (PAPER.md "Localization").
-        let localizer = match &self.localizer {
-            Some(lp) => Some(Localizer::fit(lp, self, images.clone(), &mut callback)?),
-            None => None,
-        };
-        Ok(
-            Detector::new(classifier, density, self.clone(), t0.elapsed())
-                .with_localizer(localizer),
-        )
+        record.train_seconds = t.elapsed().as_secs_f64();
+        Ok((classifier, record))
+    }
+
+    /// Stage 2 (PAPER.md): the density is fitted on the pooled features of the
+    /// *un-augmented* training images, never on augmented views.
+    fn fit_density(
+        &self,
+        classifier: &Classifier,
+        images: &[RgbImage],
+        callback: &mut impl FnMut(&FitEvent) -> Control,
+    ) -> Result<FittedDensity> {
+        let norm = self.training.normalization;
+        let features = crate::detector::embed_images(classifier, &norm, images, |done| {
+            callback(&FitEvent::Features {
+                done,
+                total: images.len(),
+            });
+        })?;
+        self.density.fit(features.view())
     }
 
     fn new_classifier(&self) -> Result<Classifier> {

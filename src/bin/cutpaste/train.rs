@@ -4,6 +4,7 @@ use crate::progress::FitBars;
 use crate::Outcome;
 use cutpaste::prelude::*;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Train a detector on defect-free images.
 #[derive(clap::Args)]
@@ -14,12 +15,35 @@ pub(crate) struct TrainArgs {
     /// Where to write the trained detector (.safetensors). An existing file is kept unless --force.
     #[arg(short, long)]
     out: PathBuf,
-    /// Training steps. The paper uses 65536 (GPU); on a CPU start with 200–500 and --size 128.
-    #[arg(long, default_value_t = 65536)]
-    steps: usize,
-    /// Square side images are resized to (paper: 256).
+    /// Training steps, exactly (the paper: 65536). Without --steps the run is planned to fit
+    /// --budget on a CPU, and uses the paper's 65536 steps on CUDA.
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Wall-clock budget for the whole fit (training, features, density), e.g. 90s, 10m, 1h:
+    /// the step time is measured and the steps planned to fit it. Default on a CPU: 10m.
+    #[arg(long, value_parser = parse_duration)]
+    budget: Option<Duration>,
+    /// `dense` (default): the patch model trained on 64² crops of the images at --resolution,
+    /// scored by dense mid-level features and one shared Gaussian; the image score is the
+    /// maximum of the anomaly map, and every detector can localize. `paper`: the paper's
+    /// image-level protocol (whole images at --size, pooled features; --localize adds the
+    /// patch localizer).
+    #[arg(long, value_enum, default_value_t = Recipe::Dense)]
+    recipe: Recipe,
+    /// Square side images are resized to for the image model (paper: 256; with the dense
+    /// recipe only the pooled features for embeddings and GradCAM use it: default 64).
+    #[arg(long)]
+    size: Option<u32>,
+    /// Working resolution of the localizer: the short side images are resized to (never
+    /// enlarged, aspect kept) with the dense recipe, the square side with the patch modes.
     #[arg(long, default_value_t = 256)]
-    size: u32,
+    resolution: u32,
+    /// Density of the localizer's patch features: `auto` (per-location when all training
+    /// images have one size, else shared), `shared` (one Gaussian for all positions, full
+    /// feature width; any image sizes) or `per-location` (one per grid cell on 64 PCA
+    /// dimensions; aligned images of one size).
+    #[arg(long, default_value = "auto")]
+    localizer_gaussian: String,
     /// Source images per step; each yields one view per class (paper: 32).
     #[arg(long, default_value_t = 32)]
     batch_images: usize,
@@ -48,18 +72,19 @@ pub(crate) struct TrainArgs {
     /// both.
     #[arg(long, default_value_t = 0.1)]
     holdout: f64,
-    /// Also train the patch-level localizer (paper §4.2: crops, dense patch features,
-    /// per-location Gaussians) for `eval --heatmaps` and `Detector::localize`.
+    /// With --recipe paper: also train the patch-level localizer (paper §4.2) for
+    /// `eval --heatmaps` and `Detector::localize` (the dense recipe always has one).
     #[arg(long)]
     localize: bool,
     /// Training steps of the patch model (default: --steps).
     #[arg(long)]
     localizer_steps: Option<usize>,
-    /// Dense patch features: `exact` (every 32² patch at stride 4 through the network, slow on
-    /// CPU), `sub4` (exact on a 4× coarser grid, interpolated; the default) or `fast`
-    /// (whole-image passes; fastest, least accurate).
-    #[arg(long, default_value = "sub4")]
-    localizer_mode: String,
+    /// Patch features: `dense` (one pass per image, layer2+layer3 cells every 8 px; the dense
+    /// recipe's default), `exact` (every 32² patch at stride 4 through the network, slow on
+    /// CPU), `sub4` (exact on a 4× coarser grid, interpolated; the paper recipe's default) or
+    /// `fast` (whole-image passes).
+    #[arg(long)]
+    localizer_mode: Option<String>,
     /// Save resumable training state every N steps next to --out (`<out>.train`); a rerun with
     /// the same options continues from it.
     #[arg(long)]
@@ -67,6 +92,44 @@ pub(crate) struct TrainArgs {
     /// Replace --out if it exists.
     #[arg(long)]
     force: bool,
+}
+
+/// How the detector is built (see `--recipe`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Recipe {
+    /// Patch model on crops at full resolution, dense features, image score = map maximum.
+    Dense,
+    /// The paper's image-level protocol.
+    Paper,
+}
+
+/// Parses `90s`, `10m`, `1h`, `1h30m` or plain seconds (`600`).
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("--budget {s}: use e.g. 90s, 10m, 1h or 1h30m");
+    let mut total = 0.0;
+    let mut num = String::new();
+    for c in s.trim().chars() {
+        match c {
+            '0'..='9' | '.' => num.push(c),
+            'h' | 'm' | 's' => {
+                let v: f64 = num.parse().map_err(|_| bad())?;
+                total += v * match c {
+                    'h' => 3600.0,
+                    'm' => 60.0,
+                    _ => 1.0,
+                };
+                num.clear();
+            }
+            _ => return Err(bad()),
+        }
+    }
+    if !num.is_empty() {
+        total += num.parse::<f64>().map_err(|_| bad())?;
+    }
+    if !(total.is_finite() && total >= 1.0) {
+        return Err(format!("--budget {s}: must be at least 1 s"));
+    }
+    Ok(Duration::from_secs_f64(total))
 }
 
 enum Threshold {
@@ -121,11 +184,40 @@ fn split_holdout(
     Ok((data, held))
 }
 
-pub(crate) fn run(a: TrainArgs) -> Result<Outcome, Box<dyn std::error::Error>> {
-    check_new_file(&a.out, a.force)?;
-    let threshold = parse_threshold(&a.threshold)?;
-    let (data, held_out) = split_holdout(training_data(&a.data)?, a.holdout)?;
-    let mut training = TrainParams::paper().steps(a.steps);
+/// The localizer's feature mode from `--localizer-mode`.
+fn feature_mode(name: &str) -> Result<FeatureMode, String> {
+    match name {
+        "dense" => Ok(FeatureMode::Dense),
+        "exact" => Ok(FeatureMode::Exact),
+        "sub4" => Ok(FeatureMode::Subsampled { factor: 4 }),
+        "fast" => Ok(FeatureMode::fast()),
+        m => Err(format!(
+            "--localizer-mode {m}: use dense, exact, sub4 or fast"
+        )),
+    }
+}
+
+/// Steps and budget: exact steps when asked, else a budget (default 10 minutes) on a CPU and
+/// the paper's 65,536 steps on CUDA.
+fn schedule(a: &TrainArgs) -> (usize, Option<Duration>) {
+    match (a.steps, a.budget) {
+        (Some(steps), _) => (steps, None),
+        (None, Some(b)) => (65_536, Some(b)),
+        (None, None) if a.device == Device::Cpu => (65_536, Some(DEFAULT_BUDGET)),
+        (None, None) => (65_536, None),
+    }
+}
+
+/// The CLI's budget when neither --steps nor --budget is given on a CPU.
+const DEFAULT_BUDGET: Duration = Duration::from_secs(600);
+
+/// The detector parameters the options describe.
+fn detector_params(a: &TrainArgs) -> Result<DetectorParams, Box<dyn std::error::Error>> {
+    let (steps, budget) = schedule(a);
+    let mut training = TrainParams::paper().steps(steps);
+    if let Some(b) = budget {
+        training = training.budget(b);
+    }
     if let Some(every) = a.checkpoint_every {
         let mut state = a.out.clone().into_os_string();
         state.push(".train");
@@ -135,35 +227,72 @@ pub(crate) fn run(a: TrainArgs) -> Result<Outcome, Box<dyn std::error::Error>> {
     if let Some(p) = &a.pretrained {
         backbone = backbone.pretrained(p);
     }
+    let dense = a.recipe == Recipe::Dense;
+    let size = a.size.unwrap_or(if dense { 64 } else { 256 });
     let params = Detector::params()
         .augmentation(a.variant.augmentation())
         .density(a.density.density())
-        .image_size(a.size)
+        .image_size(size)
         .batch_images(a.batch_images)
         .training(training)
         .backbone(backbone)
         .device(a.device)
         .seed(a.seed);
-    let params = if a.localize {
-        let mode = match a.localizer_mode.as_str() {
-            "exact" => FeatureMode::Exact,
-            "sub4" => FeatureMode::Subsampled { factor: 4 },
-            "fast" => FeatureMode::fast(),
-            m => return Err(format!("--localizer-mode {m}: use exact, sub4 or fast").into()),
-        };
-        let steps = a.localizer_steps.unwrap_or(a.steps);
-        params.localizer(LocalizerParams::paper().mode(mode).steps(steps))
+    if !dense && !a.localize {
+        return Ok(params);
+    }
+    let default_mode = if dense { "dense" } else { "sub4" };
+    let mode = feature_mode(a.localizer_mode.as_deref().unwrap_or(default_mode))?;
+    let density = match a.localizer_gaussian.as_str() {
+        "auto" => PatchDensity::Auto,
+        "shared" => PatchDensity::Shared,
+        "per-location" => PatchDensity::PerLocation,
+        g => {
+            return Err(
+                format!("--localizer-gaussian {g}: use auto, shared or per-location").into(),
+            )
+        }
+    };
+    let base = if mode == FeatureMode::Dense {
+        LocalizerParams::dense()
+    } else {
+        LocalizerParams::paper()
+    };
+    let base = if density == PatchDensity::Shared && mode == FeatureMode::Dense {
+        base.pca_dim(cutpaste::localize::DENSE_WIDTH) // shared: no PCA truncation
+    } else {
+        base
+    };
+    let lp = base
+        .mode(mode)
+        .density(density)
+        .resolution(a.resolution)
+        .steps(a.localizer_steps.unwrap_or(steps));
+    let params = params.localizer(lp);
+    Ok(if dense {
+        params.image_score(ImageScore::MapMax)
     } else {
         params
-    };
+    })
+}
+
+pub(crate) fn run(a: TrainArgs) -> Result<Outcome, Box<dyn std::error::Error>> {
+    check_new_file(&a.out, a.force)?;
+    let threshold = parse_threshold(&a.threshold)?;
+    let (data, held_out) = split_holdout(training_data(&a.data)?, a.holdout)?;
+    let params = detector_params(&a)?;
     params.check()?;
+    let (steps, budget) = schedule(&a);
+    let plan = match budget {
+        Some(b) => format!("budget {:.0} s", b.as_secs_f64()),
+        None => format!("{steps} steps"),
+    };
     eprintln!(
-        "training on {} images from {} ({} held out for the threshold; {} steps, {}², {:?}, device {:?})",
+        "training on {} images from {} ({} held out for the threshold; {:?} recipe, {plan}, {:?}, device {:?})",
         data.train.len(),
         a.data.display(),
         held_out.len(),
-        a.steps,
-        a.size,
+        a.recipe,
         a.variant,
         a.device
     );
@@ -172,10 +301,23 @@ pub(crate) fn run(a: TrainArgs) -> Result<Outcome, Box<dyn std::error::Error>> {
         bars.update(e);
         Control::Continue
     })?;
+    for r in detector.training_record() {
+        eprintln!(
+            "{}: {} steps in {:.1} s{}",
+            r.stage,
+            r.planned_steps,
+            r.train_seconds,
+            if r.budget_seconds.is_some() {
+                format!(" (planned at {:.3} s/step)", r.step_seconds)
+            } else {
+                String::new()
+            }
+        );
+    }
     let normal = if held_out.is_empty() {
-        data.load_train(a.size)?
+        cutpaste::data::load_all_native(&data.train)?
     } else {
-        cutpaste::data::load_all(&held_out, a.size)?
+        cutpaste::data::load_all_native(&held_out)?
     };
     let t = match threshold {
         Threshold::Synthetic => Some(detector.threshold_from_synthetic(&normal, a.seed)?),
