@@ -15,7 +15,7 @@
 //! |---|---|---|---|---|---|---|
 //! | shared:384:4 | 82.5 | … | 93.0 | 52.6 | … | … |
 //! ```
-//! Variants are `density:pca_dim:sigma` (density `shared` or `per-location`).
+//! Variants are `density:pca_dim:sigma` (density `shared`, `per-location` or `tied`).
 use cutpaste::localize::PatchDensity;
 use cutpaste::metrics::roc_auc;
 use cutpaste::prelude::*;
@@ -33,6 +33,7 @@ fn parse_variant(v: &str) -> Result<(PatchDensity, usize, f64)> {
     let density = match parts[0] {
         "shared" => PatchDensity::Shared,
         "per-location" => PatchDensity::PerLocation,
+        "tied" => PatchDensity::Tied,
         _ => return Err(bad()),
     };
     Ok((

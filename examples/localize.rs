@@ -14,9 +14,19 @@
 //! ```
 //! (one line per mode, each on one line; wrapped and shortened here.)
 //!
+//! With `--checkpoint FILE` (e.g. a detector from `cutpaste train`, whose patch model was trained
+//! on crops at full resolution), nothing is trained: every mode is refitted on that model's patch
+//! network, so the rows compare feature modes on one model. `dense` is
+//! [`FeatureMode::Dense`] with the parameters of `LocalizerParams::dense()`:
+//!
+//! ```text
+//! cargo run --example localize -- ../shared/data/mvtec/bottle --checkpoint out/bench/default/mvtec_bottle-s0/model.safetensors \
+//!     --modes dense,sub4,fast1 --timing 20
+//! ```
+//!
 //! Flags: `--patch N` (32), `--stride N` (4), `--crop N` (64), `--modes LIST` (exact,fast;
 //! `exact`, `fastK` = K shifted whole-image passes per axis with `fast` = 2, `subF` = exact on an
-//! F× coarser grid, interpolated), `--density per-location|shared`, `--loc-steps N` (patch-model
+//! F× coarser grid, interpolated, `dense`), `--density per-location|shared|auto`, `--loc-steps N` (patch-model
 //! steps, 600), `--loc-batch N` (crops per step, 32), `--steps N` (image model, 50), `--batch N`
 //! (image model, 8), `--seed N` (0), `--threads N` (libtorch threads, 2), `--max-test N` (all;
 //! evenly spaced), `--max-train N` (all), `--pca-images N` (16), `--timing N` (images timed per
@@ -47,6 +57,7 @@ struct Args {
     max_train: usize,
     pca_images: usize,
     timing: usize,
+    checkpoint: Option<String>,
 }
 
 fn parse() -> std::result::Result<Args, String> {
@@ -67,6 +78,7 @@ fn parse() -> std::result::Result<Args, String> {
         max_train: usize::MAX,
         pca_images: 16,
         timing: 10,
+        checkpoint: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -84,6 +96,7 @@ fn parse() -> std::result::Result<Args, String> {
             "--density" => {
                 a.density = match v.as_str() {
                     "shared" => PatchDensity::Shared,
+                    "auto" => PatchDensity::Auto,
                     _ => PatchDensity::PerLocation,
                 }
             }
@@ -97,6 +110,7 @@ fn parse() -> std::result::Result<Args, String> {
             "--max-train" => a.max_train = num(&v)?,
             "--pca-images" => a.pca_images = num(&v)?,
             "--timing" => a.timing = num(&v)?,
+            "--checkpoint" => a.checkpoint = Some(v),
             _ => return Err(format!("unknown flag {k}")),
         }
     }
@@ -109,6 +123,7 @@ fn parse() -> std::result::Result<Args, String> {
 fn mode_of(name: &str) -> std::result::Result<FeatureMode, String> {
     match name {
         "exact" => Ok(FeatureMode::Exact),
+        "dense" => Ok(FeatureMode::Dense),
         "fast" => Ok(FeatureMode::fast()),
         s if s.starts_with("sub") => s[3..]
             .parse()
@@ -118,7 +133,7 @@ fn mode_of(name: &str) -> std::result::Result<FeatureMode, String> {
             .parse()
             .map(|shifts| FeatureMode::Fast { shifts })
             .map_err(|e| format!("mode {s}: {e}")),
-        s => Err(format!("unknown mode {s} (exact, fast, fastK, subF)")),
+        s => Err(format!("unknown mode {s} (exact, fast, fastK, subF, dense)")),
     }
 }
 
@@ -177,8 +192,25 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         .pca_images(a.pca_images)
         .batch_images(a.loc_batch)
         .mode(mode_of(&a.modes[0])?);
+    let params_for = |name: &str| -> std::result::Result<LocalizerParams, String> {
+        let mode = mode_of(name)?;
+        Ok(if mode == FeatureMode::Dense {
+            LocalizerParams::dense()
+                .density(a.density)
+                .pca_images(a.pca_images)
+        } else {
+            lp.clone().mode(mode).resolution(side)
+        })
+    };
     let t0 = Instant::now();
-    let mut det = Detector::params()
+    let loaded = match &a.checkpoint {
+        Some(path) => Some(Detector::load(path, Device::Cpu)?),
+        None => None,
+    };
+    let from_checkpoint = loaded.is_some();
+    let mut det = match loaded {
+        Some(d) => d,
+        None => Detector::params()
         .training(TrainParams::paper().steps(a.steps))
         .batch_images(a.batch)
         .device(Device::Cpu)
@@ -187,7 +219,8 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         .fit_with(&ds, |e| {
             progress(e, &t0);
             Control::Continue
-        })?;
+        })?,
+    };
     let fit_seconds = t0.elapsed().as_secs_f64();
     let images = ds.load_test(side)?;
     let labels: Vec<bool> = ds.test.iter().map(|s| s.is_anomalous()).collect();
@@ -207,8 +240,8 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         .collect::<Result<_>>()?;
     for (i, name) in a.modes.iter().enumerate() {
         let t1 = Instant::now();
-        if i > 0 {
-            det.refit_localizer(lp.clone().mode(mode_of(name)?), &ds)?;
+        if i > 0 || from_checkpoint {
+            det.refit_localizer(params_for(name)?, &ds)?;
             eprintln!("[{:.0}s] refit {name}", t0.elapsed().as_secs_f64());
         }
         let refit_seconds = t1.elapsed().as_secs_f64();
@@ -236,7 +269,8 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
             "patch": a.patch,
             "stride": a.stride,
             "mode": name,
-            "density": format!("{:?}", a.density),
+            "density": format!("{:?}", loc.params().density),
+            "pca_dim": loc.params().pca_dim,
             "pixel_auroc": pixel_auroc(&mv, &kv)?,
             "aupro": aupro(&mv, &kv, 0.3)?,
             "image_auroc_map": roc_auc(&maxes, &labels)?,

@@ -382,7 +382,7 @@ mod tests {
             threshold: None,
             fit_seconds: 0.0,
             localizer: Some(LocalizerParams::paper()),
-            image_score: ImageScore::MapMax,
+            image_score: ImageScore::Map,
             training_record: vec![],
         };
         let mut json = serde_json::to_value(&meta).unwrap();

@@ -131,7 +131,7 @@ impl Detector {
 
     fn map_scored(&self) -> Option<&Localizer> {
         match self.params.image_score {
-            ImageScore::MapMax => self.localizer.as_ref(),
+            ImageScore::Map => self.localizer.as_ref(),
             ImageScore::Pooled => None,
         }
     }
@@ -241,7 +241,7 @@ impl Detector {
     }
 
     /// `images` as the image score sees them: at the localizer's working size when images are
-    /// scored by its map ([`ImageScore::MapMax`]), else at the square input side.
+    /// scored by its map ([`ImageScore::Map`]), else at the square input side.
     fn prepare(&self, images: &[RgbImage]) -> Vec<RgbImage> {
         match self.map_scored() {
             Some(loc) => images.iter().map(|i| loc.prepare(i)).collect(),
@@ -262,7 +262,7 @@ impl Detector {
 
     /// Anomaly scores of `images` (higher = more anomalous), batched. Equal to [`score`](Self::score)
     /// image by image up to float rounding of batched convolutions (≤ 1e-3 relative on CPU fp32).
-    /// With [`ImageScore::MapMax`] the score is the maximum of the localizer's map.
+    /// With [`ImageScore::Map`] the score is the maximum of the localizer's map.
     pub fn score_batch(&self, images: &[RgbImage]) -> Result<Vec<f32>> {
         if images.is_empty() {
             return Ok(Vec::new());

@@ -98,18 +98,21 @@ impl PatchGaussians {
         projection: Array2<f32>,
         z: ArrayView3<f32>,
     ) -> Result<Self> {
+        if kind == PatchDensity::Tied {
+            return Self::fit_tied(pca_mean, projection, z);
+        }
         let (n, cells, d) = z.dim();
         let groups = match kind {
             PatchDensity::PerLocation => cells,
             // Auto is resolved before fitting (PatchDensity::resolve); alone it means shared
-            PatchDensity::Shared | PatchDensity::Auto => 1,
+            _ => 1,
         };
         let mut means = Array2::zeros((groups, d));
         let mut precisions = Array3::zeros((groups, d, d));
         for g in 0..groups {
             let x: Array2<f64> = match kind {
                 PatchDensity::PerLocation => z.slice(s![.., g, ..]).mapv(f64::from),
-                PatchDensity::Shared | PatchDensity::Auto => {
+                _ => {
                     // [n, cells, d] -> [n·cells, d], evenly subsampled
                     let all = z
                         .to_shape((n * cells, d))
@@ -133,21 +136,66 @@ impl PatchGaussians {
         })
     }
 
+    /// [`PatchDensity::Tied`]: the mean of each cell over the `n` images, and one Ledoit–Wolf
+    /// covariance of the within-cell residuals of all cells (an even subsample of at most
+    /// [`SHARED_ROWS`]), as in linear discriminant analysis.
+    fn fit_tied(
+        pca_mean: Array1<f32>,
+        projection: Array2<f32>,
+        z: ArrayView3<f32>,
+    ) -> Result<Self> {
+        let (n, cells, d) = z.dim();
+        let means = z
+            .mean_axis(Axis(0))
+            .ok_or_else(|| Error::invalid_param("train", "no training images were given"))?;
+        let step = (n * cells).div_ceil(SHARED_ROWS).max(1);
+        // residuals of every `step`-th (image, cell) pair, [m, d]
+        let rows: Vec<f64> = (0..n * cells)
+            .step_by(step)
+            .flat_map(|k| {
+                let (i, c) = (k / cells, k % cells);
+                let (z, means) = (&z, &means);
+                (0..d).map(move |j| f64::from(z[[i, c, j]] - means[[c, j]]))
+            })
+            .collect();
+        let m = rows.len() / d.max(1);
+        // [m · d] -> [m, d]
+        let x = Array2::from_shape_vec((m, d), rows)
+            .map_err(|e| Error::invalid_param("features", e.to_string()))?;
+        let (_, prec) = gaussian(x)?;
+        let precisions = prec
+            .mapv(|v| v as f32)
+            .into_shape_with_order((1, d, d))
+            .map_err(|e| Error::invalid_param("features", e.to_string()))?;
+        Ok(Self {
+            kind: PatchDensity::Tied,
+            pca_mean,
+            projection,
+            means,
+            precisions,
+        })
+    }
+
     /// Squared Mahalanobis distance of every cell, `[cells, 512]` raw features → `[cells]`
     /// (higher = more anomalous).
     pub fn score(&self, raw: &Array2<f32>) -> Result<Array1<f32>> {
         let z = self.project(raw);
         let groups = self.means.nrows();
-        if self.kind == PatchDensity::PerLocation && z.nrows() != groups {
+        if groups > 1 && z.nrows() != groups {
             return Err(Error::DimensionMismatch {
                 what: "patch grid cells".into(),
                 expected: groups,
                 got: z.nrows(),
             });
         }
-        if groups == 1 {
-            // one shared Gaussian: all cells in one matrix product, Σ_k (D·P)[c, k] · D[c, k]
-            let diff = &z - &self.means.row(0);
+        if self.precisions.len_of(Axis(0)) == 1 {
+            // one covariance (shared or tied): all cells in one matrix product,
+            // Σ_k (D·P)[c, k] · D[c, k] with D = z − mean (one mean, or each cell's)
+            let diff = if groups == 1 {
+                &z - &self.means.row(0)
+            } else {
+                &z - &self.means
+            };
             let p = self.precisions.index_axis(Axis(0), 0);
             return Ok((&diff.dot(&p) * &diff).sum_axis(Axis(1)));
         }
@@ -227,7 +275,8 @@ impl PatchGaussians {
         let (s2, v2) = get("means", 2)?;
         let (s3, v3) = get("precisions", 3)?;
         let d = s1[1];
-        if s1[0] != s0[0] || s2[1] != d || s3[0] != s2[0] || s3[1] != d || s3[2] != d {
+        let groups_ok = s3[0] == s2[0] || (kind == PatchDensity::Tied && s3[0] == 1);
+        if s1[0] != s0[0] || s2[1] != d || !groups_ok || s3[1] != d || s3[2] != d {
             return Err(Error::invalid_param(
                 "localizer",
                 "PCA / Gaussian array shapes disagree",
@@ -283,5 +332,36 @@ mod tests {
         let got: Array2<f64> = g.precisions.slice(s![1, .., ..]).mapv(f64::from);
         let got = diff.dot(&got.dot(&diff));
         assert!((want - got).abs() < 1e-4 * want.abs().max(1.0));
+    }
+
+    #[test]
+    fn tied_scores_use_cell_means_and_the_residual_covariance() {
+        // 30 images, 3 cells, d = 2: cells differ by their means only
+        let z = Array3::from_shape_fn((30, 3, 2), |(i, c, k)| {
+            let noise = ((i * 13 + k * 7 + c) % 11) as f32 / 11.0 - 0.5;
+            10.0 * c as f32 + noise * (1.0 + k as f32)
+        });
+        let g = PatchGaussians::fit(PatchDensity::Tied, Array1::zeros(2), Array2::eye(2), z.view())
+            .unwrap();
+        assert_eq!(g.precisions.dim(), (1, 2, 2));
+        assert_eq!(g.means.dim(), (3, 2));
+        // Oracle: residuals of every (image, cell) from its cell mean, then the same Gaussian
+        let means = z.mean_axis(Axis(0)).unwrap();
+        let resid = Array2::from_shape_fn((90, 2), |(r, k)| {
+            f64::from(z[[r / 3, r % 3, k]] - means[[r % 3, k]])
+        });
+        let (_, p) = gaussian(resid).unwrap();
+        let q = Array2::from_shape_vec((3, 2), vec![0.3f32, -0.2, 10.0, 0.0, 25.0, 20.0]).unwrap();
+        let got = g.score(&q.clone()).unwrap();
+        for c in 0..3 {
+            // score() L2-normalises raw rows first: apply the same to the oracle's input
+            let row = q.row(c).mapv(f64::from);
+            let row = &row / row.dot(&row).sqrt();
+            let diff = &row - &means.row(c).mapv(f64::from);
+            let want = diff.dot(&p.dot(&diff));
+            assert!((f64::from(got[c]) - want).abs() < 1e-3 * want.max(1.0), "cell {c}: {} vs {want}", got[c]);
+        }
+        // a shifted cell-0 feature scores far higher at cell 0 than the same value at cell 1's mean
+        assert!(got[2] > got[0]);
     }
 }

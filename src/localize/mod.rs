@@ -38,6 +38,7 @@
 //! ```
 mod dense;
 mod features;
+mod fit;
 mod fitted;
 mod gaussians;
 mod params;
@@ -46,7 +47,7 @@ mod upsample;
 
 pub use dense::{dense_features, dense_grid, DENSE_STRIDE};
 pub use features::{grid_side, patch_features};
-pub use fitted::{prepare_image, Localizer};
+pub use fitted::{prepare_image, top_mean, Localizer, TOP_FRACTION};
 pub use gaussians::PatchGaussians;
 pub use params::{FeatureMode, LocalizerParams, PatchDensity, DENSE_WIDTH};
 pub use source::PatchSource;

@@ -56,20 +56,27 @@ pub enum PatchDensity {
     /// One Gaussian shared by all cells (textures, hazelnut, screw).
     Shared,
     /// **[our choice, the default of [`LocalizerParams::dense`]]** Resolved when fitting:
-    /// [`PerLocation`](Self::PerLocation) (with `pca_dim` dimensions) when every training image
-    /// has the same working size, so grid cells line up; else [`Shared`](Self::Shared) over the
-    /// full feature width. Measured on bsdata/ball_screw (dense features, 300 steps, see
-    /// docs/results.md): per-location PCA-64 gave image AUROC 93.5 / pixel 98.3 against
-    /// 82.5 / 93.0 for one shared 384-d Gaussian. A fitted localizer records the resolved kind.
+    /// [`Tied`](Self::Tied) over the full feature width when every training image has the same
+    /// working size (grid cells line up), else [`Shared`](Self::Shared). Chosen by measurement
+    /// on the dev sets (docs/results.md, "density ablation", one trained model per set, image
+    /// AUROC from the top-1 % mean): tied vs per-location (64 PCA dims) was 99.2 vs 44.3 on
+    /// mpdd/metal_plate (49 images), 88.2 vs 83.7 (map max) on elpv/mono, 86.1 vs 91.8 on
+    /// bsdata/ball_screw; per-location never wins by much and fails badly with few images.
+    /// A fitted localizer records the resolved kind.
     Auto,
+    /// **[our choice]** One mean per grid cell and one covariance shared by all cells (fitted
+    /// on the within-cell residuals), as in linear discriminant analysis: the mean of a cell
+    /// needs far fewer images than its covariance, so this works with few training images and
+    /// the full feature width (no PCA truncation), and stays aligned to the object.
+    Tied,
 }
 
 impl PatchDensity {
     /// The concrete density and PCA width for training images whose working sizes are
-    /// `all_same` (one size) or not, and features `width` wide.
+    /// `all_same` (one size) or not, and features `width` wide (see [`PatchDensity::Auto`]).
     pub fn resolve(self, all_same: bool, pca_dim: usize, width: usize) -> (PatchDensity, usize) {
         match self {
-            PatchDensity::Auto if all_same => (PatchDensity::PerLocation, pca_dim.min(width)),
+            PatchDensity::Auto if all_same => (PatchDensity::Tied, width),
             PatchDensity::Auto => (PatchDensity::Shared, width),
             other => (other, pca_dim.min(width)),
         }
@@ -137,14 +144,14 @@ impl LocalizerParams {
     }
 
     /// **[our choice]** The dense recipe for a CPU budget: [`FeatureMode::Dense`] at a short side
-    /// of 256, [`PatchDensity::Auto`] (per-location Gaussians on 64 PCA dimensions for images of
-    /// one size, else one shared Gaussian over the full 384-d features), 64² training crops of
-    /// the working-resolution images, σ = 4 for the 8-px cells.
+    /// of 256, [`PatchDensity::Auto`] (tied Gaussians — a mean per cell, one covariance — for
+    /// images of one size, else one shared Gaussian; both over the full 384-d features), 64²
+    /// training crops of the working-resolution images, σ = 4 for the 8-px cells.
     pub fn dense() -> Self {
         Self {
             mode: FeatureMode::Dense,
             density: PatchDensity::Auto,
-            pca_dim: 64,
+            pca_dim: DENSE_WIDTH,
             sigma: 4.0,
             resolution: 256,
             ..Self::paper()
@@ -363,5 +370,38 @@ impl LocalizerParams {
             return bad("feature_batch", "must be >= 1 (default 256)".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_density_is_tied_for_one_size_and_shared_otherwise() {
+        let auto = PatchDensity::Auto;
+        assert_eq!(auto.resolve(true, 64, 384), (PatchDensity::Tied, 384));
+        assert_eq!(auto.resolve(false, 64, 384), (PatchDensity::Shared, 384));
+        // explicit choices keep the requested PCA width, capped at the feature width
+        assert_eq!(
+            PatchDensity::PerLocation.resolve(true, 64, 384),
+            (PatchDensity::PerLocation, 64)
+        );
+        assert_eq!(
+            PatchDensity::Shared.resolve(true, 1000, 384),
+            (PatchDensity::Shared, 384)
+        );
+    }
+
+    #[test]
+    fn dense_working_size_keeps_the_aspect_and_never_enlarges() {
+        let lp = LocalizerParams::dense();
+        assert_eq!(lp.working_size(512, 208, 64), (512, 208));
+        assert_eq!(lp.working_size(900, 900, 64), (256, 256));
+        assert_eq!(lp.working_size(1024, 512, 64), (512, 256));
+        // patch modes work on squares; resolution 0 means the detector's side
+        let paper = LocalizerParams::paper();
+        assert_eq!(paper.working_size(512, 208, 64), (64, 64));
+        assert_eq!(paper.resolution(256).working_size(512, 208, 64), (256, 256));
     }
 }

@@ -20,7 +20,7 @@ pub const WARMUP_STEPS: usize = 3;
 pub const PROBE_IMAGES: usize = 2;
 /// Share of the remaining time kept back for what was not measured (density fit, threshold,
 /// saving), on top of the estimated feature time.
-const SAFETY: f64 = 0.06;
+const SAFETY: f64 = 0.10;
 
 /// What one training stage planned and did under a budget.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

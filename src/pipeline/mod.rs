@@ -72,11 +72,12 @@ pub enum ImageScore {
     /// image-level protocol).
     #[default]
     Pooled,
-    /// **[our choice for CPU budgets]** The maximum of the localizer's anomaly map (PAPER.md
-    /// §4.2 scores images from the patch model the same way). Needs a localizer; the image
+    /// **[our choice for CPU budgets]** The mean of the top 1 % of the localizer's anomaly map
+    /// (PAPER.md §4.2 scores images from the patch model by the map's maximum; see
+    /// [`Localizer::image_scores`](crate::localize::Localizer::image_scores)). Needs a localizer; the image
     /// model is then not trained separately: it is a copy of the patch model, and the pooled
     /// density is still fitted on it (for [`Detector::embed`] and GradCAM).
-    MapMax,
+    Map,
 }
 
 /// Every parameter of a CutPaste detector. [`Detector::params`] gives the paper's defaults:
@@ -237,10 +238,10 @@ impl DetectorParams {
         self.density.check()?;
         if let Some(l) = &self.localizer {
             l.check(self.image_size, &self.augmentation)?;
-        } else if self.image_score == ImageScore::MapMax {
+        } else if self.image_score == ImageScore::Map {
             return Err(Error::invalid_param(
                 "image_score",
-                "MapMax scores images by the localizer's map; add a localizer \
+                "Map scores images by the localizer's map; add a localizer \
                  (DetectorParams::localizer(LocalizerParams::dense())) or use ImageScore::Pooled",
             ));
         }
@@ -315,7 +316,7 @@ impl DetectorParams {
         let mut used = self.clone();
         let mut records = Vec::new();
         let (classifier, localizer) = match (self.image_score, &self.localizer) {
-            (ImageScore::MapMax, Some(lp)) => {
+            (ImageScore::Map, Some(lp)) => {
                 let (loc, rec) = Localizer::fit(lp, self, &images, deadline, &mut callback)?;
                 used.localizer = Some(loc.params().clone());
                 records.push(rec);

@@ -24,8 +24,8 @@ pub(crate) struct TrainArgs {
     #[arg(long, value_parser = parse_duration)]
     budget: Option<Duration>,
     /// `dense` (default): the patch model trained on 64² crops of the images at --resolution,
-    /// scored by dense mid-level features and one shared Gaussian; the image score is the
-    /// maximum of the anomaly map, and every detector can localize. `paper`: the paper's
+    /// scored by dense mid-level features and tied (one size) or shared Gaussians; the image
+    /// score is the mean of the top 1 % of the anomaly map, and every detector can localize. `paper`: the paper's
     /// image-level protocol (whole images at --size, pooled features; --localize adds the
     /// patch localizer).
     #[arg(long, value_enum, default_value_t = Recipe::Dense)]
@@ -38,10 +38,10 @@ pub(crate) struct TrainArgs {
     /// enlarged, aspect kept) with the dense recipe, the square side with the patch modes.
     #[arg(long, default_value_t = 256)]
     resolution: u32,
-    /// Density of the localizer's patch features: `auto` (per-location when all training
-    /// images have one size, else shared), `shared` (one Gaussian for all positions, full
-    /// feature width; any image sizes) or `per-location` (one per grid cell on 64 PCA
-    /// dimensions; aligned images of one size).
+    /// Density of the localizer's patch features: `auto` (tied when all training images have
+    /// one size, else shared), `tied` (a mean per grid cell, one covariance; images of one
+    /// size), `shared` (one Gaussian for all positions; any sizes) or `per-location` (a
+    /// Gaussian per cell on 64 PCA dimensions; needs hundreds of images).
     #[arg(long, default_value = "auto")]
     localizer_gaussian: String,
     /// Source images per step; each yields one view per class (paper: 32).
@@ -97,7 +97,7 @@ pub(crate) struct TrainArgs {
 /// How the detector is built (see `--recipe`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum Recipe {
-    /// Patch model on crops at full resolution, dense features, image score = map maximum.
+    /// Patch model on crops at full resolution, dense features, image score = mean of the map's top 1 %.
     Dense,
     /// The paper's image-level protocol.
     Paper,
@@ -258,8 +258,8 @@ fn detector_params(a: &TrainArgs) -> Result<DetectorParams, Box<dyn std::error::
     } else {
         LocalizerParams::paper()
     };
-    let base = if density == PatchDensity::Shared && mode == FeatureMode::Dense {
-        base.pca_dim(cutpaste::localize::DENSE_WIDTH) // shared: no PCA truncation
+    let base = if density == PatchDensity::PerLocation && mode == FeatureMode::Dense {
+        base.pca_dim(64) // a 384² covariance per cell would take ~0.6 GB at 256²
     } else {
         base
     };
@@ -270,7 +270,7 @@ fn detector_params(a: &TrainArgs) -> Result<DetectorParams, Box<dyn std::error::
         .steps(a.localizer_steps.unwrap_or(steps));
     let params = params.localizer(lp);
     Ok(if dense {
-        params.image_score(ImageScore::MapMax)
+        params.image_score(ImageScore::Map)
     } else {
         params
     })
