@@ -224,6 +224,15 @@ fn save_load_roundtrip_and_broken_checkpoints() {
     assert_eq!(loaded.score_batch(&test).unwrap(), before);
     assert_eq!(loaded.threshold(), Some(1.5));
     assert_eq!(loaded.params_used().input_size(), 32);
+    // bytes and copies: the same scores; a copy can move to another thread (Send)
+    let from_bytes = Detector::from_bytes(&det.to_bytes().unwrap(), Device::Cpu).unwrap();
+    assert_eq!(from_bytes.score_batch(&test).unwrap(), before);
+    let copy = det.try_clone().unwrap();
+    let (images, want) = (test.clone(), before.clone());
+    let scored = std::thread::spawn(move || copy.score_batch(&images).unwrap())
+        .join()
+        .unwrap();
+    assert_eq!(scored, want);
 
     // torchvision-style names are in the file
     let bytes = std::fs::read(&path).unwrap();

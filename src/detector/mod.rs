@@ -27,6 +27,13 @@ pub use report::{ErrorRates, Report, ScoredSample};
 pub const SCORE_BATCH: usize = 32;
 
 /// A fitted CutPaste detector (from [`DetectorParams::fit`]).
+///
+/// `Send` but not `Sync`: it holds libtorch tensors, and tch's `Tensor` (a raw pointer to a C++
+/// tensor) is not declared `Sync`, so threads cannot share one `&Detector`. To score in
+/// parallel, give each thread its own copy ([`try_clone`](Self::try_clone), or
+/// [`load`](Self::load) in each thread) or share one `Mutex<Detector>`; `examples/soak.rs`
+/// checks that both give the scores of a single thread. One forward pass already uses all cores
+/// through libtorch's intra-op threads.
 #[derive(Debug)]
 pub struct Detector {
     classifier: Classifier,
