@@ -133,7 +133,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let t0 = Instant::now();
     while done < total {
         let n = cutpaste::detector::SCORE_BATCH.min(total - done);
-        let paths: Vec<PathBuf> = (done..done + n).map(|i| pool[i % pool.len()].clone()).collect();
+        let paths: Vec<PathBuf> = (done..done + n)
+            .map(|i| pool[i % pool.len()].clone())
+            .collect();
         for r in det.score_files(&paths, |_| {})? {
             r?;
         }

@@ -51,7 +51,11 @@ fn inseparable_views_give_a_threshold_that_flags_at_most_one_percent_of_normals(
     assert_eq!(c.method, ThresholdMethod::QuantileFallback, "{c:?}");
     assert_eq!(c.threshold, t);
     assert!(c.note.as_deref().unwrap().contains("separate poorly"));
-    assert!(flagged(&scores, t) <= 1, "{} of 100 flagged", flagged(&scores, t));
+    assert!(
+        flagged(&scores, t) <= 1,
+        "{} of 100 flagged",
+        flagged(&scores, t)
+    );
     // New normal images from the same distribution are rarely flagged either.
     let fresh = det.score_batch(&noise(100, 3)).unwrap();
     eprintln!(
@@ -62,7 +66,11 @@ fn inseparable_views_give_a_threshold_that_flags_at_most_one_percent_of_normals(
         flagged(&scores, t),
         flagged(&fresh, t)
     );
-    assert!(flagged(&fresh, t) <= 10, "{} of 100 fresh normals flagged", flagged(&fresh, t));
+    assert!(
+        flagged(&fresh, t) <= 10,
+        "{} of 100 fresh normals flagged",
+        flagged(&fresh, t)
+    );
 }
 
 #[test]
@@ -133,8 +141,18 @@ fn the_calibration_is_stored_in_checkpoints_and_reports() {
     assert!(json["calibration"]["synthetic_auroc"].is_number(), "{json}");
     // false-positive / false-negative counts at the stored threshold
     let r = report.error_rates(c.threshold);
-    let good: Vec<f32> = report.samples.iter().filter(|s| !s.anomalous).map(|s| s.score).collect();
-    let bad: Vec<f32> = report.samples.iter().filter(|s| s.anomalous).map(|s| s.score).collect();
+    let good: Vec<f32> = report
+        .samples
+        .iter()
+        .filter(|s| !s.anomalous)
+        .map(|s| s.score)
+        .collect();
+    let bad: Vec<f32> = report
+        .samples
+        .iter()
+        .filter(|s| s.anomalous)
+        .map(|s| s.score)
+        .collect();
     assert_eq!((r.good, r.defective), (good.len(), bad.len()));
     assert_eq!(r.false_positives, flagged(&good, c.threshold));
     assert_eq!(r.false_negatives, bad.len() - flagged(&bad, c.threshold));

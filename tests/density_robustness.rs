@@ -73,7 +73,12 @@ fn singular_covariance_advice_works() {
     assert!(matches!(err, Error::SingularCovariance { .. }), "{err:?}");
     let msg = err.to_string();
     assert!(msg.contains("1 samples"), "{msg}");
-    for advice in ["more normal images", "at least 3", "--density kde", "reg_covar: 1e-3"] {
+    for advice in [
+        "more normal images",
+        "at least 3",
+        "--density kde",
+        "reg_covar: 1e-3",
+    ] {
         assert!(msg.contains(advice), "'{advice}' not in: {msg}");
     }
     // ... and the old advice ("use Ledoit-Wolf") is gone: it is the default that failed
@@ -81,7 +86,11 @@ fn singular_covariance_advice_works() {
     // the KDE and the regularised empirical covariance fit one sample
     assert!(Density::kde().fit(one.view()).is_ok());
     let reg = empirical(1e-3).fit(one.view()).unwrap();
-    assert!(reg.score(random(2, 512, 6).view()).unwrap().iter().all(|s| s.is_finite()));
+    assert!(reg
+        .score(random(2, 512, 6).view())
+        .unwrap()
+        .iter()
+        .all(|s| s.is_finite()));
     // two samples still fail with Ledoit–Wolf, three distinct ones fit
     assert!(Density::gaussian().fit(random(2, 512, 7).view()).is_err());
     assert!(Density::gaussian().fit(random(3, 512, 7).view()).is_ok());

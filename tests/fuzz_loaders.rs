@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! cargo test --test fuzz_loaders                                        # fast: 64 / 64 / 24 cases
-//! CUTPASTE_FUZZ_CASES=10000 cargo test --release --test fuzz_loaders -- --nocapture --test-threads 1
+//! CUTPASTE_FUZZ_CASES=10000 cargo test --test fuzz_loaders -- --nocapture --test-threads 1
 //! ```
 //! Each fuzz test prints its case count and outcomes, e.g.
 //! `fuzz png: 10000 cases, {"decoded": 1650, "Image": 8350}`.
@@ -137,7 +137,11 @@ fn mutations(header: usize) -> impl Strategy<Value = Mutation> {
 }
 
 /// Applies truncations and flips; header edits go to `header_edit`.
-fn mutate(bytes: &[u8], m: &Mutation, header_edit: impl Fn(&mut Vec<u8>, usize, u64, usize)) -> Vec<u8> {
+fn mutate(
+    bytes: &[u8],
+    m: &Mutation,
+    header_edit: impl Fn(&mut Vec<u8>, usize, u64, usize),
+) -> Vec<u8> {
     let mut b = bytes.to_vec();
     match m {
         Mutation::Truncate(n) => b.truncate(n % bytes.len()),
@@ -178,9 +182,17 @@ fn png_chunks(b: &[u8]) -> Vec<usize> {
 /// PNG: IHDR fields (width, height, depth, colour type, compression, filter, interlace), with
 /// or without a corrected CRC; the length field of any chunk; or a bit flip inside a chunk's
 /// data with its CRC corrected (so it reaches the decoder instead of the CRC check).
-fn png_header_edit(b: &mut Vec<u8>, field: usize, value: u64, extra: usize) {
-    const IHDR: [(usize, usize); 7] = [(16, 4), (20, 4), (24, 1), (25, 1), (26, 1), (27, 1), (28, 1)];
-    let fix_crc = |b: &mut Vec<u8>, at: usize| {
+fn png_header_edit(b: &mut [u8], field: usize, value: u64, extra: usize) {
+    const IHDR: [(usize, usize); 7] = [
+        (16, 4),
+        (20, 4),
+        (24, 1),
+        (25, 1),
+        (26, 1),
+        (27, 1),
+        (28, 1),
+    ];
+    let fix_crc = |b: &mut [u8], at: usize| {
         let len = u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]) as usize;
         let crc = crc32(&b[at + 4..at + 8 + len]);
         b[at + 8 + len..at + 12 + len].copy_from_slice(&crc.to_be_bytes());
@@ -211,7 +223,7 @@ fn png_header_edit(b: &mut Vec<u8>, field: usize, value: u64, extra: usize) {
 
 /// JPEG: SOF fields (precision, height, width, components, a component's sampling factors or
 /// quantisation table), or the length of any marker segment before the scan data.
-fn jpeg_header_edit(b: &mut Vec<u8>, field: usize, value: u64, extra: usize) {
+fn jpeg_header_edit(b: &mut [u8], field: usize, value: u64, extra: usize) {
     let mut segments = Vec::new(); // (marker position, marker)
     let mut at = 2;
     while at + 4 <= b.len() && b[at] == 0xFF {
@@ -244,11 +256,7 @@ fn jpeg_header_edit(b: &mut Vec<u8>, field: usize, value: u64, extra: usize) {
 
 fn test_image(w: u32, h: u32) -> RgbImage {
     RgbImage::from_fn(w, h, |x, y| {
-        image::Rgb([
-            (x * 5 + y) as u8,
-            (y * 7) as u8,
-            ((x * y) % 251) as u8,
-        ])
+        image::Rgb([(x * 5 + y) as u8, (y * 7) as u8, ((x * y) % 251) as u8])
     })
 }
 
@@ -300,13 +308,18 @@ fn check_image(path: &Path, bytes: &[u8]) -> Result<String, TestCaseError> {
     Ok(outcome)
 }
 
-fn fuzz_image(name: &str, seed: u8, format: ImageFormat, header_edit: fn(&mut Vec<u8>, usize, u64, usize)) {
+fn fuzz_image(
+    name: &str,
+    seed: u8,
+    format: ImageFormat,
+    header_edit: fn(&mut [u8], usize, u64, usize),
+) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(format!("case.{name}"));
     let seeds = seeds(format);
     let strategy = (0..seeds.len(), mutations(64));
     fuzz(name, seed, cases(64), strategy, |(i, m)| {
-        let bytes = mutate(&seeds[i], &m, header_edit);
+        let bytes = mutate(&seeds[i], &m, |b, f, v, x| header_edit(b, f, v, x));
         check_image(&path, &bytes)
     });
 }
@@ -412,7 +425,12 @@ fn checkpoint_header_edit(b: &mut Vec<u8>, field: usize, value: u64, extra: usiz
             serde_json::from_str(header["__metadata__"]["params"].as_str().unwrap()).unwrap();
         let mut points = Vec::new();
         leaves(&params, String::new(), &mut points);
-        edit_json(&mut params, &points[extra % points.len()], value, field / 16);
+        edit_json(
+            &mut params,
+            &points[extra % points.len()],
+            value,
+            field / 16,
+        );
         header["__metadata__"]["params"] = Value::from(params.to_string());
     } else {
         let mut points = Vec::new();
@@ -467,11 +485,18 @@ fn fuzz_checkpoint() {
     });
     // libtorch allocates outside Rust's allocator: bound the whole process's peak instead.
     let grown = vm_hwm_kib().saturating_sub(before);
-    assert!(grown < 2 << 20, "peak RSS grew by {grown} KiB while fuzzing");
+    assert!(
+        grown < 2 << 20,
+        "peak RSS grew by {grown} KiB while fuzzing"
+    );
 }
 
 fn variant(e: &Error) -> String {
-    format!("{e:?}").split([' ', '{', '(']).next().unwrap().into()
+    format!("{e:?}")
+        .split([' ', '{', '('])
+        .next()
+        .unwrap()
+        .into()
 }
 
 /// Peak resident set size of this process (KiB), 0 where `/proc` is unavailable.
@@ -509,11 +534,20 @@ fn bomb_under_the_decoder_limit_is_refused_including_the_conversion() {
     match cutpaste::data::load_rgb(&path) {
         Err(e @ Error::Image { .. }) => {
             let msg = e.to_string();
-            assert!(msg.contains("grey_bomb.png") && msg.contains("limit"), "{msg}");
+            assert!(
+                msg.contains("grey_bomb.png") && msg.contains("limit"),
+                "{msg}"
+            );
         }
-        other => panic!("expected a memory-limit error, got {:?}", other.map(|i| i.dimensions())),
+        other => panic!(
+            "expected a memory-limit error, got {:?}",
+            other.map(|i| i.dimensions())
+        ),
     }
-    assert!(LARGEST.with(|c| c.get()) < 1 << 20, "pixel buffers were allocated");
+    assert!(
+        LARGEST.with(|c| c.get()) < 1 << 20,
+        "pixel buffers were allocated"
+    );
     // the mask loader needs no conversion for grey images: within the limit, it loads
     assert_eq!(
         cutpaste::data::load_mask(&path).unwrap().dimensions(),
@@ -553,8 +587,17 @@ fn checkpoint_metadata_cannot_request_huge_allocations() {
     let det = Detector::from_bytes(bytes, Device::Cpu).unwrap();
     assert!(det.score(image).unwrap().is_finite());
     // a 10⁸-wide hidden layer would be 200 GB of weights in a 45 MB file
-    checkpoint_error(&with_param(|p| p["head"]["hidden"][0] = 100_000_000.into()), "head");
-    checkpoint_error(&with_param(|p| p["num_classes"] = 1_000_000_000.into()), "head");
+    checkpoint_error(
+        &with_param(|p| p["head"]["hidden"][0] = 100_000_000.into()),
+        "head",
+    );
+    checkpoint_error(
+        &with_param(|p| p["num_classes"] = 1_000_000_000.into()),
+        "head",
+    );
     // a side of 10⁹ pixels would be allocated when scoring
-    checkpoint_error(&with_param(|p| p["image_size"] = 1_000_000_000.into()), "image_size");
+    checkpoint_error(
+        &with_param(|p| p["image_size"] = 1_000_000_000.into()),
+        "image_size",
+    );
 }

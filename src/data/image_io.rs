@@ -45,11 +45,7 @@ pub fn is_image_file(path: &Path) -> bool {
 /// `image` crate's default memory limit ([`MAX_DECODE_BYTES`]), counting the decoded buffer *and*
 /// the colour conversion that follows: a file whose pixels would exceed it is an
 /// [`Error::Image`] ("Memory limit exceeded") before the pixel buffers are allocated.
-fn decode<T>(
-    path: &Path,
-    target: ColorType,
-    convert: impl FnOnce(DynamicImage) -> T,
-) -> Result<T> {
+fn decode<T>(path: &Path, target: ColorType, convert: impl FnOnce(DynamicImage) -> T) -> Result<T> {
     let reader = ImageReader::open(path)
         .map_err(|e| Error::io(path, e))?
         .with_guessed_format()
@@ -68,7 +64,9 @@ fn decode<T>(
         limits.reserve(converted).map_err(image_err)?;
     }
     decoder.set_limits(limits).map_err(image_err)?;
-    Ok(convert(DynamicImage::from_decoder(decoder).map_err(image_err)?))
+    Ok(convert(
+        DynamicImage::from_decoder(decoder).map_err(image_err)?,
+    ))
 }
 
 /// Loads an image file as RGB8 at its own size. Decoding and the conversion to RGB8 together

@@ -312,7 +312,9 @@ mod tests {
         // Views scored like the normals (AUROC ≈ 0.5): F1-max degenerates to "flag everything".
         let normal = spread(100, 1000.0, 10.0);
         let views: Vec<f32> = normal.iter().chain(&normal).map(|s| s - 5.0).collect();
-        let c = CalibrationRule::default().calibrate(&normal, &views).unwrap();
+        let c = CalibrationRule::default()
+            .calibrate(&normal, &views)
+            .unwrap();
         assert_eq!(c.method, ThresholdMethod::QuantileFallback);
         let auroc = c.synthetic_auroc.unwrap();
         assert!((0.4..0.6).contains(&auroc), "{auroc}");
@@ -327,7 +329,9 @@ mod tests {
     fn separable_views_keep_f1_above_the_floor() {
         let normal = spread(50, 0.0, 1.0);
         let views = spread(100, 100.0, 1.0);
-        let c = CalibrationRule::default().calibrate(&normal, &views).unwrap();
+        let c = CalibrationRule::default()
+            .calibrate(&normal, &views)
+            .unwrap();
         assert_eq!(c.method, ThresholdMethod::Synthetic);
         assert_eq!(c.synthetic_auroc, Some(1.0));
         assert_eq!(c.threshold, c.f1_threshold.unwrap());
@@ -342,9 +346,14 @@ mod tests {
         let mut normal = spread(96, 0.0, 1.0);
         normal.extend([150.0, 160.0, 170.0, 180.0]);
         let views = spread(200, 100.0, 1.0);
-        let c = CalibrationRule::default().calibrate(&normal, &views).unwrap();
+        let c = CalibrationRule::default()
+            .calibrate(&normal, &views)
+            .unwrap();
         assert!(c.synthetic_auroc.unwrap() >= 0.9, "{c:?}");
-        assert!(c.f1_threshold.unwrap() < c.quantile_threshold.unwrap(), "{c:?}");
+        assert!(
+            c.f1_threshold.unwrap() < c.quantile_threshold.unwrap(),
+            "{c:?}"
+        );
         assert_eq!(c.method, ThresholdMethod::SyntheticFloor);
         assert_eq!(c.threshold, 170.0);
         assert_eq!(normal.iter().filter(|s| **s > c.threshold).count(), 1);
@@ -366,6 +375,8 @@ mod tests {
             min_auroc: 1.5,
             ..Default::default()
         };
-        assert!(matches!(bad.check(), Err(Error::InvalidParam { name, .. }) if name == "min_auroc"));
+        assert!(
+            matches!(bad.check(), Err(Error::InvalidParam { name, .. }) if name == "min_auroc")
+        );
     }
 }

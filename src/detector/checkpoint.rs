@@ -119,7 +119,11 @@ impl Detector {
     /// `Tensor` is not `Sync`), so this is the way to score from several threads: one copy per
     /// thread. Its [`params_used`](Self::params_used) are those a checkpoint records.
     pub fn try_clone(&self) -> Result<Detector> {
-        Self::parse(&self.to_bytes()?, Path::new(IN_MEMORY), self.classifier.device())
+        Self::parse(
+            &self.to_bytes()?,
+            Path::new(IN_MEMORY),
+            self.classifier.device(),
+        )
     }
 
     /// The checkpoint's bytes; errors name `path`.
@@ -238,18 +242,24 @@ fn read_meta(bytes: &[u8], path: &Path) -> Result<Meta> {
     match md.get("format").map(String::as_str) {
         Some(DETECTOR_FORMAT) => {}
         other => {
-            return Err(bad(path, format!(
+            return Err(bad(
+                path,
+                format!(
                 "not a cutpaste detector checkpoint (format {other:?}); for backbone weights use \
                  Backbone::pretrained, for training checkpoints TrainParams::checkpoint"
-            )))
+            ),
+            ))
         }
     }
     let version = md.get("format_version").cloned().unwrap_or_default();
     if version != DETECTOR_FORMAT_VERSION.to_string() {
-        return Err(bad(path, format!(
+        return Err(bad(
+            path,
+            format!(
             "format version {version:?}, but this crate reads version {DETECTOR_FORMAT_VERSION}; \
              save it again with this crate version"
-        )));
+        ),
+        ));
     }
     serde_json::from_str(md.get("params").map(String::as_str).unwrap_or(""))
         .map_err(|e| bad(path, format!("metadata `params` is not valid: {e}")))
