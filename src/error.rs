@@ -36,7 +36,7 @@ pub enum Error {
         reason: String,
     },
     /// A dataset folder holds no usable image.
-    #[error("no images found in {path} (expected PNG/JPEG/BMP/TIFF files; check the dataset root and layout, e.g. <category>/train/good/*.png)")]
+    #[error("no images found in {path} (expected PNG/JPEG/BMP/TIFF files directly inside it; check the path, or for a dataset its root and layout, e.g. <category>/train/good/*.png)")]
     EmptyDataset {
         /// The folder that was expected to hold images.
         path: PathBuf,
@@ -95,8 +95,11 @@ pub enum Error {
         /// Actual size.
         got: usize,
     },
-    /// A covariance matrix could not be inverted.
-    #[error("covariance is singular ({reason}); use Ledoit-Wolf shrinkage or raise reg_covar")]
+    /// A covariance matrix could not be inverted. The advice works whatever the covariance
+    /// estimator: Ledoit–Wolf (the default) cannot help with fewer than 3 distinct samples.
+    #[error("covariance is singular ({reason}); fit on more normal images that differ from each \
+             other (at least 3), or use the KDE density (Density::kde(), CLI: --density kde), or \
+             the empirical covariance with a regulariser (Covariance::Empirical {{ reg_covar: 1e-3 }})")]
     SingularCovariance {
         /// Details from the factorisation.
         reason: String,
@@ -205,9 +208,8 @@ mod tests {
         let e = Error::SingularCovariance {
             reason: "leading minor 3 not positive".into(),
         };
-        assert!(e
-            .to_string()
-            .contains("use Ledoit-Wolf shrinkage or raise reg_covar"));
+        assert!(e.to_string().contains("--density kde"));
+        assert!(e.to_string().contains("reg_covar"));
         let e = Error::EmptyDataset {
             path: "bottle/train/good".into(),
         };

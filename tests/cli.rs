@@ -134,7 +134,14 @@ fn train_eval_predict_session() {
     assert_eq!(report["n_test"], 6);
     let auroc = report["image_auroc"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&auroc));
-    assert!(String::from_utf8_lossy(&o.stdout).contains("image AUROC"));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("image AUROC"));
+    // the rates at the stored threshold
+    assert!(
+        stdout.contains("false-positive rate") && stdout.contains("false-negative rate"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("| detector threshold |"), "{stdout}");
     let page = std::fs::read_to_string(html.join("index.html")).unwrap();
     assert!(page.contains("embedding.png") && html.join("embedding.png").is_file());
     // --heatmaps: one GradCAM overlay per test image, of the image's own size, in the report.
@@ -189,6 +196,16 @@ fn train_eval_predict_session() {
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert_eq!(stdout.lines().filter(|l| l.contains(",true,")).count(), 3);
 
+    // An input folder without images is an error naming it (not "0 images", exit 0).
+    let empty = dir.path().join("no_images_here");
+    std::fs::create_dir(&empty).unwrap();
+    std::fs::write(empty.join("notes.txt"), "not an image").unwrap();
+    let o = cutpaste(&["predict", s(&model), s(&good), s(&empty), "--device", "cpu"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no_images_here"), "{}", stderr(&o));
+    assert_eq!(stderr(&o).trim().lines().count(), 1, "{}", stderr(&o));
+    assert!(o.stdout.is_empty());
+
     // An unreadable file gets an error row, the others are still scored: exit code 4.
     let bad = dir.path().join("broken.png");
     std::fs::write(&bad, b"not a png").unwrap();
@@ -216,6 +233,17 @@ fn usage_and_input_errors_have_distinct_exit_codes() {
     let o = train(&empty, &dir.path().join("m.safetensors"), &["--size", "32"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("empty"), "{}", stderr(&o));
+    // One training image: code 1 before training, with advice that works.
+    let one = SyntheticSpec::new(SyntheticKind::Part)
+        .side(32)
+        .counts(1, 1, 1)
+        .seed(1)
+        .write(dir.path().join("one"))
+        .unwrap();
+    let o = train(&one, &dir.path().join("m1.safetensors"), &["--size", "32"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--density kde"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("trained in"), "{}", stderr(&o));
     // A model file that is not a detector: code 1, the message names it.
     let fake = dir.path().join("fake.safetensors");
     std::fs::write(&fake, b"garbage").unwrap();

@@ -47,11 +47,7 @@ fn singular_covariance_without_regularisation_is_a_typed_error() {
     // n < d, reg_covar = 0: rank-deficient covariance
     let err = empirical(0.0).fit(random(10, 64, 3).view()).unwrap_err();
     assert!(matches!(err, Error::SingularCovariance { .. }), "{err:?}");
-    assert!(
-        err.to_string()
-            .contains("use Ledoit-Wolf shrinkage or raise reg_covar"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("reg_covar"), "{err}");
     // n > d but one constant feature (raw features, no L2 normalisation)
     let mut x = random(50, 4, 4);
     x.column_mut(2).fill(0.5);
@@ -66,6 +62,51 @@ fn singular_covariance_without_regularisation_is_a_typed_error() {
         .covariance(Covariance::empirical())
         .fit(x.view())
         .is_ok());
+}
+
+/// One training sample (or identical ones, or two) leaves Ledoit–Wolf with shrinkage 0 and a
+/// singular covariance: the error's advice must be advice that works.
+#[test]
+fn singular_covariance_advice_works() {
+    let one = random(1, 512, 5);
+    let err = Density::gaussian().fit(one.view()).unwrap_err();
+    assert!(matches!(err, Error::SingularCovariance { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("1 samples"), "{msg}");
+    for advice in [
+        "more normal images",
+        "at least 3",
+        "--density kde",
+        "reg_covar: 1e-3",
+    ] {
+        assert!(msg.contains(advice), "'{advice}' not in: {msg}");
+    }
+    // ... and the old advice ("use Ledoit-Wolf") is gone: it is the default that failed
+    assert!(!msg.contains("use Ledoit-Wolf"), "{msg}");
+    // the KDE and the regularised empirical covariance fit one sample
+    assert!(Density::kde().fit(one.view()).is_ok());
+    let reg = empirical(1e-3).fit(one.view()).unwrap();
+    assert!(reg
+        .score(random(2, 512, 6).view())
+        .unwrap()
+        .iter()
+        .all(|s| s.is_finite()));
+    // two samples still fail with Ledoit–Wolf, three distinct ones fit
+    assert!(Density::gaussian().fit(random(2, 512, 7).view()).is_err());
+    assert!(Density::gaussian().fit(random(3, 512, 7).view()).is_ok());
+    // identical samples fail however many there are
+    let same = ndarray::Array2::from_shape_fn((10, 512), |(_, j)| one[[0, j]]);
+    assert!(Density::gaussian().fit(same.view()).is_err());
+    // and the count is checked before features exist (so before training)
+    for n in 0..3 {
+        assert!(matches!(
+            Density::gaussian().check_samples(n),
+            Err(Error::SingularCovariance { .. })
+        ));
+    }
+    assert!(Density::gaussian().check_samples(3).is_ok());
+    assert!(Density::kde().check_samples(1).is_ok());
+    assert!(empirical(1e-3).check_samples(1).is_ok());
 }
 
 #[test]

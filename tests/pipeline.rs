@@ -48,6 +48,28 @@ fn check_names_the_bad_parameter() {
     tiny_params().check().unwrap();
 }
 
+/// Too few images for the Ledoit–Wolf Gaussian is an error before training starts, with advice
+/// that works (the KDE fits one image).
+#[test]
+fn one_training_image_fails_before_training_with_working_advice() {
+    let image = image::RgbImage::from_fn(32, 32, |x, y| image::Rgb([x as u8 * 8, y as u8 * 8, 0]));
+    let mut trained = false;
+    let err = tiny_params()
+        .fit_images_with(vec![image.clone()], |e| {
+            trained |= matches!(e, FitEvent::Train(_));
+            Control::Continue
+        })
+        .unwrap_err();
+    assert!(!trained, "training ran before the error");
+    assert!(matches!(err, Error::SingularCovariance { .. }), "{err:?}");
+    assert!(err.to_string().contains("--density kde"), "{err}");
+    let det = tiny_params()
+        .density(Density::kde())
+        .fit_images_with(vec![image.clone()], |_| Control::Continue)
+        .unwrap();
+    assert!(det.score(&image).unwrap().is_finite());
+}
+
 #[test]
 fn fit_score_threshold_predict_evaluate() {
     let dir = tempfile::tempdir().unwrap();
@@ -202,6 +224,15 @@ fn save_load_roundtrip_and_broken_checkpoints() {
     assert_eq!(loaded.score_batch(&test).unwrap(), before);
     assert_eq!(loaded.threshold(), Some(1.5));
     assert_eq!(loaded.params_used().input_size(), 32);
+    // bytes and copies: the same scores; a copy can move to another thread (Send)
+    let from_bytes = Detector::from_bytes(&det.to_bytes().unwrap(), Device::Cpu).unwrap();
+    assert_eq!(from_bytes.score_batch(&test).unwrap(), before);
+    let copy = det.try_clone().unwrap();
+    let (images, want) = (test.clone(), before.clone());
+    let scored = std::thread::spawn(move || copy.score_batch(&images).unwrap())
+        .join()
+        .unwrap();
+    assert_eq!(scored, want);
 
     // torchvision-style names are in the file
     let bytes = std::fs::read(&path).unwrap();

@@ -105,6 +105,7 @@ fn fixture(src: &Path, f: Fixture) -> Report {
         f1_max: 0.9,
         f1_threshold: 0.55,
         threshold: f.threshold,
+        calibration: None,
         pixel_auroc: (f.masks && f.overlays).then_some(0.95),
         aupro: (f.masks && f.overlays).then_some(0.85),
         n_train: 10,

@@ -241,12 +241,18 @@ pub(crate) fn samples_in(dir: &Path, ty: &str) -> Result<Vec<Sample>> {
 
 /// Expands `inputs` into image files: a file is kept as given (whatever its extension; loading
 /// reports what is wrong with it), a folder contributes the image files directly inside it,
-/// sorted. Errors when an input does not exist or a folder cannot be read.
+/// sorted. Errors when an input does not exist, a folder cannot be read, or a folder holds no
+/// image file ([`Error::EmptyDataset`] naming it: in a pipeline, an empty folder is a mistake
+/// upstream, not a pass).
 pub fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in inputs {
         if p.is_dir() {
-            out.extend(list_images(p)?);
+            let found = list_images(p)?;
+            if found.is_empty() {
+                return Err(Error::EmptyDataset { path: p.clone() });
+            }
+            out.extend(found);
         } else if p.is_file() {
             out.push(p.clone());
         } else {

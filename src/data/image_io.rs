@@ -7,8 +7,13 @@
 //! nearest neighbour and then binarised at 128.
 use crate::error::{Error, Result};
 use image::imageops::FilterType;
-use image::{GrayImage, ImageReader, RgbImage};
+use image::{ColorType, DynamicImage, GrayImage, ImageDecoder, ImageReader, Limits, RgbImage};
 use std::path::Path;
+
+/// Memory one image may take while it is decoded and converted (the `image` crate's default
+/// allocation limit, 512 MiB): e.g. an 8-bit grey image of up to 134 megapixels, since its RGB8
+/// copy takes three times its decoded size.
+pub const MAX_DECODE_BYTES: u64 = 512 * 1024 * 1024;
 
 /// The default square side images are resized to (the paper's 256×256 input).
 pub const DEFAULT_SIDE: u32 = 256;
@@ -35,22 +40,39 @@ pub fn is_image_file(path: &Path) -> bool {
     ext_ok && !hidden && path.is_file()
 }
 
-fn decode(path: &Path) -> Result<image::DynamicImage> {
-    let reader = ImageReader::open(path).map_err(|e| Error::io(path, e))?;
-    // Guess from the content, not the extension: a JPEG saved as `.png` still loads, and a text
-    // file named `.png` is reported as undecodable.
-    let reader = reader
+/// Decodes `path` (format guessed from the content, not the extension: a JPEG saved as `.png`
+/// still loads, a text file named `.png` is undecodable) into `T`'s colour type within the
+/// `image` crate's default memory limit ([`MAX_DECODE_BYTES`]), counting the decoded buffer *and*
+/// the colour conversion that follows: a file whose pixels would exceed it is an
+/// [`Error::Image`] ("Memory limit exceeded") before the pixel buffers are allocated.
+fn decode<T>(path: &Path, target: ColorType, convert: impl FnOnce(DynamicImage) -> T) -> Result<T> {
+    let reader = ImageReader::open(path)
+        .map_err(|e| Error::io(path, e))?
         .with_guessed_format()
         .map_err(|e| Error::io(path, e))?;
-    reader.decode().map_err(|source| Error::Image {
+    let image_err = |source| Error::Image {
         path: path.to_path_buf(),
         source,
-    })
+    };
+    let mut decoder = reader.into_decoder().map_err(image_err)?;
+    let (w, h) = decoder.dimensions();
+    let mut limits = Limits::default();
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    limits.reserve(decoder.total_bytes()).map_err(image_err)?;
+    if decoder.color_type() != target {
+        let converted = u64::from(w) * u64::from(h) * u64::from(target.bytes_per_pixel());
+        limits.reserve(converted).map_err(image_err)?;
+    }
+    decoder.set_limits(limits).map_err(image_err)?;
+    Ok(convert(
+        DynamicImage::from_decoder(decoder).map_err(image_err)?,
+    ))
 }
 
-/// Loads an image file as RGB8 at its own size.
+/// Loads an image file as RGB8 at its own size. Decoding and the conversion to RGB8 together
+/// stay within [`MAX_DECODE_BYTES`].
 pub fn load_rgb(path: impl AsRef<Path>) -> Result<RgbImage> {
-    Ok(decode(path.as_ref())?.to_rgb8())
+    decode(path.as_ref(), ColorType::Rgb8, DynamicImage::into_rgb8)
 }
 
 /// Loads an image file as RGB8 and resizes it to `side`×`side` with [`RESIZE_FILTER`]
@@ -71,7 +93,9 @@ pub fn resize_rgb(img: &RgbImage, side: u32) -> RgbImage {
 
 /// Loads a mask file as a binary mask: 255 where the (grey-converted) value is ≥ 128, else 0.
 pub fn load_mask(path: impl AsRef<Path>) -> Result<GrayImage> {
-    Ok(binarize(&decode(path.as_ref())?.to_luma8()))
+    let mut mask = decode(path.as_ref(), ColorType::L8, DynamicImage::into_luma8)?;
+    binarize_in_place(&mut mask);
+    Ok(mask)
 }
 
 /// Resizes a mask to `side`×`side` with nearest-neighbour and keeps it binary (0/255).
@@ -90,10 +114,14 @@ pub fn resize_mask(mask: &GrayImage, side: u32) -> GrayImage {
 /// Maps every value ≥ 128 to 255 and the rest to 0.
 pub fn binarize(mask: &GrayImage) -> GrayImage {
     let mut out = mask.clone();
-    for p in out.pixels_mut() {
+    binarize_in_place(&mut out);
+    out
+}
+
+fn binarize_in_place(mask: &mut GrayImage) {
+    for p in mask.pixels_mut() {
         p.0[0] = if p.0[0] >= 128 { 255 } else { 0 };
     }
-    out
 }
 
 /// Reads only the header of an image file and returns its `(width, height)`.

@@ -167,7 +167,7 @@ impl FittedGaussian {
                 row: 0,
             });
         }
-        let chol = checked_cholesky(&covariance)?;
+        let chol = checked_cholesky(&covariance, n_train)?;
         Ok(FittedGaussian {
             params,
             mean,
@@ -222,13 +222,16 @@ impl FittedGaussian {
     }
 }
 
-/// The lower Cholesky factor L of `cov` (column-major), with a singularity check.
-fn checked_cholesky(cov: &Array2<f64>) -> Result<Array2<f64>> {
+/// The lower Cholesky factor L of `cov` (column-major, from `n` samples), with a singularity
+/// check.
+fn checked_cholesky(cov: &Array2<f64>, n: usize) -> Result<Array2<f64>> {
     let d = cov.nrows();
     let l = cov
         .cholesky(UPLO::Lower)
         .map_err(|e| Error::SingularCovariance {
-            reason: format!("Cholesky factorisation of the {d}x{d} covariance failed: {e}"),
+            reason: format!(
+                "Cholesky factorisation of the {d}x{d} covariance of {n} samples failed: {e}"
+            ),
         })?;
     let max_diag = cov.diag().iter().fold(0.0f64, |m, &v| m.max(v));
     let tol = d as f64 * f64::EPSILON * max_diag;
@@ -241,8 +244,8 @@ fn checked_cholesky(cov: &Array2<f64>) -> Result<Array2<f64>> {
     {
         return Err(Error::SingularCovariance {
             reason: format!(
-                "Cholesky pivot {i} of the {d}x{d} covariance is {p:e}, below the tolerance {tol:e} \
-                 (fewer samples than dimensions, or a constant feature?)"
+                "Cholesky pivot {i} of the {d}x{d} covariance of {n} samples is {p:e}, below the \
+                 tolerance {tol:e} (too few distinct samples, or a constant feature?)"
             ),
         });
     }

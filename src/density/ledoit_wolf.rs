@@ -7,6 +7,11 @@
 //! scikit-learn's `LedoitWolf` (`assume_centered = False`), so the fixtures match to rounding.
 use ndarray::{Array2, ArrayView2, Axis};
 
+/// Fewest distinct samples for which the Ledoit–Wolf shrinkage can be positive: with one sample
+/// (or identical ones) the covariance is 0, and with two, β̃ below is exactly 0 (each centred row
+/// is ±half their difference, so Σ‖x_k‖⁴/n = ‖S‖²_F), leaving the rank-1 empirical covariance.
+pub const LEDOIT_WOLF_MIN_SAMPLES: usize = 3;
+
 /// Empirical covariance `Xᵀ X / n` of **already centred** rows `x` (n × d).
 pub fn empirical_covariance(x: ArrayView2<f64>) -> Array2<f64> {
     let n = x.nrows().max(1) as f64;

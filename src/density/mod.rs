@@ -37,7 +37,7 @@ mod serial;
 
 pub use gaussian::{Covariance, FittedGaussian, GaussianParams};
 pub use kde::{FittedKde, KdeBandwidth, KdeParams};
-pub use ledoit_wolf::{empirical_covariance, ledoit_wolf};
+pub use ledoit_wolf::{empirical_covariance, ledoit_wolf, LEDOIT_WOLF_MIN_SAMPLES};
 pub use serial::{ArrayData, DensityRecord, NamedArray};
 
 use crate::{Error, Result};
@@ -101,6 +101,25 @@ impl Density {
         match self {
             Density::Gaussian(p) => p.check(),
             Density::Kde(p) => p.check(),
+        }
+    }
+
+    /// Checks, before any features exist, that `n` training samples can fit this density: the
+    /// Ledoit–Wolf Gaussian needs at least [`LEDOIT_WOLF_MIN_SAMPLES`] (with fewer its shrinkage
+    /// is 0 and the covariance singular); the others fit from one sample. Errors with
+    /// [`Error::SingularCovariance`], whose message says what works instead.
+    pub fn check_samples(&self, n: usize) -> Result<()> {
+        match self {
+            Density::Gaussian(GaussianParams {
+                covariance: Covariance::LedoitWolf,
+                ..
+            }) if n < LEDOIT_WOLF_MIN_SAMPLES => Err(Error::SingularCovariance {
+                reason: format!(
+                    "{n} training sample(s), but the Ledoit-Wolf covariance needs at least \
+                     {LEDOIT_WOLF_MIN_SAMPLES} distinct ones"
+                ),
+            }),
+            _ => Ok(()),
         }
     }
 

@@ -6,8 +6,13 @@
 //! `localizer.net.` (the same torchvision-style names), its PCA basis and Gaussians under
 //! `localizer.gauss.` (`pca_mean`, `projection`, `means`, `precisions`, f32) and its parameters
 //! as `localizer` in the metadata; files without them load as detectors without a localizer.
-//! Written atomically (temporary file + rename).
-use super::Detector;
+//! The threshold's [`Calibration`](super::Calibration) record is stored as `calibration` in the
+//! metadata (absent in older files). Written atomically (temporary file + rename).
+//!
+//! Loading trusts nothing in the file: every size the metadata states is checked against the
+//! tensors actually present before anything is allocated from it, and the parameters are
+//! validated as [`DetectorParams::check`] does.
+use super::{Calibration, Detector};
 use crate::augment::Augmentation;
 use crate::data::Normalization;
 use crate::density::{ArrayData, DensityRecord, FittedDensity, NamedArray};
@@ -50,6 +55,9 @@ struct Meta {
     seed: u64,
     density: DensityRecord,
     threshold: Option<f32>,
+    /// How the threshold was set (absent in files written before calibration records).
+    #[serde(default)]
+    calibration: Option<Calibration>,
     fit_seconds: f64,
     /// The localizer's parameters (absent in files written without one).
     #[serde(default)]
@@ -61,6 +69,9 @@ struct Meta {
     #[serde(default)]
     training_record: Vec<StageRecord>,
 }
+
+/// How errors name a checkpoint that was given as bytes rather than read from a file.
+const IN_MEMORY: &str = "<checkpoint bytes>";
 
 fn bad(path: &Path, reason: impl Into<String>) -> Error {
     Error::Checkpoint {
@@ -87,6 +98,7 @@ impl Detector {
             seed: p.seed,
             density: self.density.record(),
             threshold: self.threshold,
+            calibration: self.calibration.clone(),
             fit_seconds: self.fit_time.as_secs_f64(),
             localizer: self.localizer.as_ref().map(|l| l.params().clone()),
             image_score: p.image_score,
@@ -102,6 +114,28 @@ impl Detector {
     /// Writes the detector to one `.safetensors` file, atomically. See the module docs.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
+        write_atomic(path, &self.serialize(path)?)
+    }
+
+    /// The bytes [`save`](Self::save) writes (one safetensors file).
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        self.serialize(Path::new(IN_MEMORY))
+    }
+
+    /// An independent copy on the same device whose scores equal this detector's (a round trip
+    /// through [`to_bytes`](Self::to_bytes)). `Detector` is `Send` but not `Sync` (tch's
+    /// `Tensor` is not `Sync`), so this is the way to score from several threads: one copy per
+    /// thread. Its [`params_used`](Self::params_used) are those a checkpoint records.
+    pub fn try_clone(&self) -> Result<Detector> {
+        Self::parse(
+            &self.to_bytes()?,
+            Path::new(IN_MEMORY),
+            self.classifier.device(),
+        )
+    }
+
+    /// The checkpoint's bytes; errors name `path`.
+    fn serialize(&self, path: &Path) -> Result<Vec<u8>> {
         let meta = self.meta();
         let json = serde_json::to_string(&meta).map_err(|e| bad(path, e.to_string()))?;
         let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
@@ -153,9 +187,7 @@ impl Detector {
             env!("CARGO_PKG_VERSION").to_string(),
         );
         md.insert("params".to_string(), json);
-        let bytes = safetensors::tensor::serialize(views, &Some(md))
-            .map_err(|e| bad(path, e.to_string()))?;
-        write_atomic(path, &bytes)
+        safetensors::tensor::serialize(views, &Some(md)).map_err(|e| bad(path, e.to_string()))
     }
 
     /// Restores a detector written by [`save`](Self::save) onto `device`; its scores equal the
@@ -164,81 +196,140 @@ impl Detector {
     pub fn load(path: impl AsRef<Path>, device: Device) -> Result<Detector> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let st = SafeTensors::deserialize(&bytes).map_err(|e| {
+        Self::parse(&bytes, path, device)
+    }
+
+    /// As [`load`](Self::load), from the bytes of a checkpoint file (e.g. from
+    /// [`to_bytes`](Self::to_bytes), `include_bytes!` or object storage); errors name it
+    /// `<checkpoint bytes>`.
+    pub fn from_bytes(bytes: &[u8], device: Device) -> Result<Detector> {
+        Self::parse(bytes, Path::new(IN_MEMORY), device)
+    }
+
+    fn parse(bytes: &[u8], path: &Path, device: Device) -> Result<Detector> {
+        let st = SafeTensors::deserialize(bytes).map_err(|e| {
             bad(path, format!("not a readable safetensors file ({e}); it may be truncated: save the detector again"))
         })?;
-        let (_, header) =
-            SafeTensors::read_metadata(&bytes).map_err(|e| bad(path, e.to_string()))?;
-        let md = header.metadata().clone().unwrap_or_default();
-        match md.get("format").map(String::as_str) {
-            Some(DETECTOR_FORMAT) => {}
-            other => {
-                return Err(bad(path, format!(
-                    "not a cutpaste detector checkpoint (format {other:?}); for backbone weights use \
-                     Backbone::pretrained, for training checkpoints TrainParams::checkpoint"
-                )))
-            }
-        }
-        let version = md.get("format_version").cloned().unwrap_or_default();
-        if version != DETECTOR_FORMAT_VERSION.to_string() {
-            return Err(bad(path, format!(
-                "format version {version:?}, but this crate reads version {DETECTOR_FORMAT_VERSION}; \
-                 save it again with this crate version"
-            )));
-        }
-        let meta: Meta = serde_json::from_str(md.get("params").map(String::as_str).unwrap_or(""))
-            .map_err(|e| bad(path, format!("metadata `params` is not valid: {e}")))?;
+        let meta = read_meta(bytes, path)?;
         let config = ClassifierConfig {
             num_classes: meta.num_classes,
             head: meta.head.clone(),
             fast_path: meta.fast_path,
         };
+        let params = meta_params(&meta, device);
+        params
+            .check()
+            .map_err(|e| bad(path, format!("metadata `params` is not valid: {e}")))?;
+        check_head_fits(&config, bytes.len(), path, meta.localizer.is_some())?;
+        let density = load_density(&st, path, &meta.density)?;
         let mut classifier = Classifier::new(&config, device, meta.seed)?;
-        crate::model::load_weights_skipping(&mut classifier, path, |k| {
+        crate::model::load_weights_skipping(&mut classifier, path, bytes, |k| {
             k.starts_with(DENSITY_PREFIX) || k.starts_with(LOCALIZER_PREFIX)
         })?;
-        let density = load_density(&st, path, &meta.density)?;
         let localizer = match &meta.localizer {
             Some(lp) => Some(load_localizer(&st, path, &config, lp, &meta, device)?),
             None => None,
         };
-        let training = TrainParams {
-            steps: meta.steps,
-            learning_rate: meta.learning_rate,
-            momentum: meta.momentum,
-            weight_decay: meta.weight_decay,
-            seed: meta.seed,
-            normalization: meta.normalization,
-            checkpoint: None,
-            budget: meta
-                .training_record
-                .first()
-                .and_then(|r| r.budget_seconds)
-                .map(Duration::from_secs_f64),
-        };
-        let mut params = DetectorParams::default()
-            .augmentation(meta.augmentation)
-            .backbone(Backbone::resnet18())
-            .head(meta.head)
-            .training(training)
-            .batch_images(meta.batch_images)
-            .density(density.params())
-            .image_size(meta.image_size)
-            .device(device)
-            .fast_path(meta.fast_path)
-            .image_score(meta.image_score)
-            .seed(meta.seed);
-        params.localizer = meta.localizer.clone();
         let mut det = Detector::new(
             classifier,
             density,
             params,
-            Duration::from_secs_f64(meta.fit_seconds.max(0.0)),
+            Duration::try_from_secs_f64(meta.fit_seconds).unwrap_or_default(),
         )
         .with_localizer(localizer)
         .with_training_record(meta.training_record.clone());
-        det.threshold = meta.threshold;
+        det.threshold = meta.threshold.filter(|t| t.is_finite());
+        det.calibration = meta.calibration.filter(|_| det.threshold.is_some());
         Ok(det)
+    }
+}
+
+/// The `format`, `format_version` and `params` metadata of a detector checkpoint.
+fn read_meta(bytes: &[u8], path: &Path) -> Result<Meta> {
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| bad(path, e.to_string()))?;
+    let md = header.metadata().clone().unwrap_or_default();
+    match md.get("format").map(String::as_str) {
+        Some(DETECTOR_FORMAT) => {}
+        other => {
+            return Err(bad(
+                path,
+                format!(
+                "not a cutpaste detector checkpoint (format {other:?}); for backbone weights use \
+                 Backbone::pretrained, for training checkpoints TrainParams::checkpoint"
+            ),
+            ))
+        }
+    }
+    let version = md.get("format_version").cloned().unwrap_or_default();
+    if version != DETECTOR_FORMAT_VERSION.to_string() {
+        return Err(bad(
+            path,
+            format!(
+            "format version {version:?}, but this crate reads version {DETECTOR_FORMAT_VERSION}; \
+             save it again with this crate version"
+        ),
+        ));
+    }
+    serde_json::from_str(md.get("params").map(String::as_str).unwrap_or(""))
+        .map_err(|e| bad(path, format!("metadata `params` is not valid: {e}")))
+}
+
+/// The detector parameters a checkpoint's metadata records.
+fn meta_params(meta: &Meta, device: Device) -> DetectorParams {
+    let training = TrainParams {
+        steps: meta.steps,
+        learning_rate: meta.learning_rate,
+        momentum: meta.momentum,
+        weight_decay: meta.weight_decay,
+        seed: meta.seed,
+        normalization: meta.normalization,
+        checkpoint: None,
+        budget: meta
+            .training_record
+            .first()
+            .and_then(|r| r.budget_seconds)
+            .map(Duration::from_secs_f64),
+    };
+    let mut params = DetectorParams::default()
+        .augmentation(meta.augmentation.clone())
+        .backbone(Backbone::resnet18())
+        .head(meta.head.clone())
+        .training(training)
+        .batch_images(meta.batch_images)
+        .density(meta.density.params())
+        .image_size(meta.image_size)
+        .device(device)
+        .fast_path(meta.fast_path)
+        .image_score(meta.image_score)
+        .seed(meta.seed);
+    params.localizer = meta.localizer.clone();
+    params
+}
+
+/// Refuses metadata describing a head (or heads, with a localizer) with more weights than the
+/// file can hold, before any of it is allocated.
+fn check_head_fits(
+    config: &ClassifierConfig,
+    file_len: usize,
+    path: &Path,
+    localizer: bool,
+) -> Result<()> {
+    let copies = if localizer { 2 } else { 1 };
+    let needed = config
+        .head
+        .weight_count(config.num_classes)
+        .and_then(|w| w.checked_mul(4 * copies));
+    match needed {
+        Some(n) if n <= file_len as u64 => Ok(()),
+        _ => Err(bad(
+            path,
+            format!(
+                "metadata `params` describes a head (hidden {:?}, embedding {}, {} classes) \
+                 larger than the file's {file_len} bytes; the file is corrupt: save the detector \
+                 again",
+                config.head.hidden, config.head.embedding, config.num_classes
+            ),
+        )),
     }
 }
 
@@ -248,12 +339,24 @@ fn load_density(
     record: &DensityRecord,
 ) -> Result<FittedDensity> {
     let arrays = load_arrays(st, path, DENSITY_PREFIX)?;
-    FittedDensity::from_arrays(record, &arrays).map_err(|e| {
+    let density = FittedDensity::from_arrays(record, &arrays).map_err(|e| {
         bad(
             path,
             format!("density tensors are incomplete or inconsistent: {e}"),
         )
-    })
+    })?;
+    if density.dim() as i64 != crate::model::FEATURE_DIM {
+        return Err(bad(
+            path,
+            format!(
+                "the density is fitted on {}-d features but the backbone gives {}; the file is \
+                 corrupt: save the detector again",
+                density.dim(),
+                crate::model::FEATURE_DIM
+            ),
+        ));
+    }
+    Ok(density)
 }
 
 /// The patch classifier and Gaussians stored under `localizer.`.
@@ -380,6 +483,7 @@ mod tests {
                 .map(|d| d.record())
                 .unwrap(),
             threshold: None,
+            calibration: None,
             fit_seconds: 0.0,
             localizer: Some(LocalizerParams::paper()),
             image_score: ImageScore::Map,

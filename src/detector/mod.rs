@@ -15,22 +15,32 @@ use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 
+mod calibration;
 mod checkpoint;
 mod files;
 mod report;
+pub use calibration::{quantile, Calibration, CalibrationRule, ThresholdMethod};
 pub use checkpoint::{DETECTOR_FORMAT, DETECTOR_FORMAT_VERSION};
-pub use report::{Report, ScoredSample};
+pub use report::{ErrorRates, Report, ScoredSample};
 
 /// Images per forward pass when embedding or scoring many images.
 pub const SCORE_BATCH: usize = 32;
 
 /// A fitted CutPaste detector (from [`DetectorParams::fit`]).
+///
+/// `Send` but not `Sync`: it holds libtorch tensors, and tch's `Tensor` (a raw pointer to a C++
+/// tensor) is not declared `Sync`, so threads cannot share one `&Detector`. To score in
+/// parallel, give each thread its own copy ([`try_clone`](Self::try_clone), or
+/// [`load`](Self::load) in each thread) or share one `Mutex<Detector>`; `examples/soak.rs`
+/// checks that both give the scores of a single thread. One forward pass already uses all cores
+/// through libtorch's intra-op threads.
 #[derive(Debug)]
 pub struct Detector {
     classifier: Classifier,
     density: FittedDensity,
     params: DetectorParams,
     threshold: Option<f32>,
+    calibration: Option<Calibration>,
     fit_time: Duration,
     localizer: Option<Localizer>,
     training_record: Vec<StageRecord>,
@@ -107,6 +117,7 @@ impl Detector {
             density,
             params,
             threshold: None,
+            calibration: None,
             fit_time,
             localizer: None,
             training_record: Vec::new(),
@@ -282,66 +293,6 @@ impl Detector {
         Ok(self.score_batch(std::slice::from_ref(image))?[0])
     }
 
-    /// The decision threshold, once set (scores above it are anomalous).
-    pub fn threshold(&self) -> Option<f32> {
-        self.threshold
-    }
-
-    /// Sets the decision threshold explicitly.
-    pub fn set_threshold(&mut self, threshold: f32) -> Result<()> {
-        if !threshold.is_finite() {
-            return Err(Error::invalid_param("threshold", "must be finite"));
-        }
-        self.threshold = Some(threshold);
-        Ok(())
-    }
-
-    /// Sets the threshold to the `q`-quantile (0 < q ≤ 1, e.g. 0.99) of the scores of `normal`
-    /// images — for users with no defect samples. Returns it.
-    pub fn threshold_from_quantile(&mut self, normal: &[RgbImage], q: f64) -> Result<f32> {
-        if !(q > 0.0 && q <= 1.0) {
-            return Err(Error::invalid_param(
-                "q",
-                format!("must be in (0, 1], got {q}"),
-            ));
-        }
-        let mut s = self.score_batch(normal)?;
-        if s.is_empty() {
-            return Err(Error::invalid_param("normal", "no images given"));
-        }
-        s.sort_by(f32::total_cmp);
-        let idx = ((q * s.len() as f64).ceil() as usize).clamp(1, s.len()) - 1;
-        self.threshold = Some(s[idx]);
-        Ok(s[idx])
-    }
-
-    /// Sets the threshold that maximises F1 on labelled images (`true` = anomalous). Returns it.
-    pub fn threshold_from_f1(&mut self, images: &[RgbImage], anomalous: &[bool]) -> Result<f32> {
-        let s = self.score_batch(images)?;
-        let f = f1_max(&s, anomalous)?;
-        // f1_max's threshold is the lowest score predicted anomalous (score >= t); ours is
-        // strict (score > t), so step just below it.
-        let t = f.threshold.next_down();
-        self.threshold = Some(t);
-        Ok(t)
-    }
-
-    /// Sets the F1-max threshold on a **synthetic validation set** — for users with no defect
-    /// samples: each of the `normal` images (ideally held out from training) and its CutPaste and
-    /// Scar views from the detector's 3-way augmentation (without pre-augmentation), the views
-    /// counting as anomalous. Deterministic by `seed`. Returns the threshold.
-    pub fn threshold_from_synthetic(&mut self, normal: &[RgbImage], seed: u64) -> Result<f32> {
-        if normal.is_empty() {
-            return Err(Error::invalid_param("normal", "no images given"));
-        }
-        let aug = crate::augment::Augmentation::three_way().pre_augment(None);
-        let images = self.prepare(normal);
-        let views = crate::augment::batch_views(&aug, &images, seed)?;
-        let anomalous: Vec<bool> = views.iter().map(|v| v.label != 0).collect();
-        let views: Vec<RgbImage> = views.into_iter().map(|v| v.image).collect();
-        self.threshold_from_f1(&views, &anomalous)
-    }
-
     /// Score and decision for one image. Errors when no threshold is set.
     pub fn predict(&self, image: &RgbImage) -> Result<Prediction> {
         let t = self.threshold.ok_or_else(|| {
@@ -392,6 +343,7 @@ impl Detector {
             f1_max: f1.f1,
             f1_threshold: f1.threshold,
             threshold: self.threshold,
+            calibration: self.calibration.clone(),
             pixel_auroc,
             aupro,
             n_train: dataset.train.len(),

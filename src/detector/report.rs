@@ -1,5 +1,6 @@
 //! The evaluation [`Report`]: image-level (and, with a localizer, pixel-level) metrics, the score of
 //! every test image, timings and the run's parameters.
+use super::Calibration;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -35,6 +36,9 @@ pub struct Report {
     pub f1_threshold: f32,
     /// The detector's own decision threshold at evaluation time (scores > it are anomalous).
     pub threshold: Option<f32>,
+    /// How that threshold was set (absent for detectors saved before calibration records).
+    #[serde(default)]
+    pub calibration: Option<Calibration>,
     /// Pixel AUROC over all test pixels, when the detector localizes and masks exist.
     pub pixel_auroc: Option<f64>,
     /// Area under the per-region-overlap curve up to 30 % FPR, normalised (same condition).
@@ -55,7 +59,70 @@ pub struct Report {
     pub samples: Vec<ScoredSample>,
 }
 
+/// Error rates of a threshold on a labelled test set (scores above it are flagged anomalous).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ErrorRates {
+    /// The threshold.
+    pub threshold: f32,
+    /// Good images flagged anomalous.
+    pub false_positives: usize,
+    /// Good images.
+    pub good: usize,
+    /// Defective images not flagged.
+    pub false_negatives: usize,
+    /// Defective images.
+    pub defective: usize,
+}
+
+impl ErrorRates {
+    /// False positives / good images (NaN without good images).
+    pub fn false_positive_rate(&self) -> f64 {
+        self.false_positives as f64 / self.good as f64
+    }
+
+    /// False negatives / defective images (NaN without defective images).
+    pub fn false_negative_rate(&self) -> f64 {
+        self.false_negatives as f64 / self.defective as f64
+    }
+
+    /// One line, e.g. `false-positive rate 2.5 % (1 of 40 good images flagged), false-negative
+    /// rate 11.6 % (5 of 43 defective images missed)`.
+    pub fn summary(&self) -> String {
+        format!(
+            "false-positive rate {:.1} % ({} of {} good images flagged), false-negative rate              {:.1} % ({} of {} defective images missed)",
+            100.0 * self.false_positive_rate(),
+            self.false_positives,
+            self.good,
+            100.0 * self.false_negative_rate(),
+            self.false_negatives,
+            self.defective
+        )
+    }
+}
+
 impl Report {
+    /// False-positive and false-negative counts at `threshold` (scores above it are anomalous).
+    pub fn error_rates(&self, threshold: f32) -> ErrorRates {
+        let mut r = ErrorRates {
+            threshold,
+            false_positives: 0,
+            good: 0,
+            false_negatives: 0,
+            defective: 0,
+        };
+        for s in &self.samples {
+            let flagged = s.score > threshold;
+            if s.anomalous {
+                r.defective += 1;
+                r.false_negatives += usize::from(!flagged);
+            } else {
+                r.good += 1;
+                r.false_positives += usize::from(flagged);
+            }
+        }
+        r
+    }
+
     /// Test scores in dataset order.
     pub fn scores(&self) -> Vec<f32> {
         self.samples.iter().map(|s| s.score).collect()
@@ -88,8 +155,15 @@ impl Report {
             s += &format!("| AUPRO (30 % FPR) | {:.1} |\n", 100.0 * p);
         }
         s += &format!(
-            "| F1-max (threshold) | {:.3} ({:.4}) |\n| fit | {:.1} s |\n| score | {:.1} ms/image |\n",
-            self.f1_max, self.f1_threshold, self.fit_seconds, self.score_ms_per_image
+            "| F1-max (threshold) | {:.3} ({:.4}) |\n",
+            self.f1_max, self.f1_threshold
+        );
+        if let (Some(t), Some(c)) = (self.threshold, &self.calibration) {
+            s += &format!("| detector threshold | {t:.4} ({}) |\n", c.summary());
+        }
+        s += &format!(
+            "| fit | {:.1} s |\n| score | {:.1} ms/image |\n",
+            self.fit_seconds, self.score_ms_per_image
         );
         s
     }

@@ -33,6 +33,20 @@ impl HeadConfig {
         }
     }
 
+    /// Number of weights in the head's matrices (biases and BatchNorm excluded) for
+    /// `num_classes` logits; `None` on overflow. A lower bound on what a file storing the head
+    /// holds, checked before a head described by untrusted metadata is allocated.
+    pub(crate) fn weight_count(&self, num_classes: i64) -> Option<u64> {
+        let mut width = FEATURE_DIM as u64;
+        let mut total = 0u64;
+        for &w in self.hidden.iter().chain([&self.embedding]) {
+            let w = u64::try_from(w).ok()?;
+            total = total.checked_add(width.checked_mul(w)?)?;
+            width = w;
+        }
+        total.checked_add(width.checked_mul(u64::try_from(num_classes).ok()?)?)
+    }
+
     /// Checks that every width is ≥ 1.
     pub fn check(&self) -> Result<()> {
         if let Some(w) = self.hidden.iter().find(|&&w| w < 1) {

@@ -1,15 +1,17 @@
 //! Safetensors reading and atomic writing shared by pretrained loading and checkpoints.
 use crate::error::{Error, Result};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
-/// A safetensors file read into memory, header validated.
-pub(crate) struct StFile {
+/// A safetensors file read into memory (or borrowed bytes), header validated; `path` names it
+/// in errors.
+pub(crate) struct StFile<'a> {
     path: PathBuf,
-    bytes: Vec<u8>,
+    bytes: Cow<'a, [u8]>,
 }
 
 fn corrupt(path: &Path, e: impl std::fmt::Display) -> Error {
@@ -22,9 +24,16 @@ fn corrupt(path: &Path, e: impl std::fmt::Display) -> Error {
     }
 }
 
-impl StFile {
+impl StFile<'static> {
     pub(crate) fn read(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        StFile::new(path, Cow::Owned(bytes))
+    }
+}
+
+impl<'a> StFile<'a> {
+    /// `bytes` of a safetensors file, named `path` in errors.
+    pub(crate) fn new(path: &Path, bytes: Cow<'a, [u8]>) -> Result<Self> {
         SafeTensors::deserialize(&bytes).map_err(|e| corrupt(path, e))?;
         Ok(Self {
             path: path.to_path_buf(),

@@ -42,7 +42,7 @@ pub use classifier::{Classifier, ClassifierConfig, ClassifierOutput, HEAD_PREFIX
 pub use head::{HeadConfig, HeadOutput, MlpHead};
 pub(crate) use io::f32_bytes;
 pub use optim::cosine_lr;
-pub use precision::{autocast_enabled, cpu_has_native_bf16, FastPath, Precision};
+pub use precision::{autocast_enabled, cpu_has_amx, cpu_has_native_bf16, FastPath, Precision};
 pub use pretrained::is_ignorable_torchvision_key;
 pub(crate) use pretrained::load_weights_skipping;
 pub use resnet::{FeatureMaps, ResNet18, FEATURE_DIM, RESNET18_PARAMS};

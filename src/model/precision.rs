@@ -13,11 +13,13 @@
 //!
 //! | device | rule | measured |
 //! |---|---|---|
-//! | CPU with AVX512-BF16 or AMX | bf16 autocast + channels-last | 3–4× fp32 for inference (DESIGN.md) |
-//! | any other CPU | fp32 + channels-last | 1.66× fp32 NCHW for training at 256² (AVX-512, no BF16) |
+//! | CPU with AMX (`amx_bf16`) | bf16 autocast + channels-last | 3–4× fp32 for inference (DESIGN.md) |
+//! | any other CPU | fp32 + channels-last | training at 256², 96 views a step: 1.66× fp32 NCHW on an AVX-512 CPU without BF16; 1.28× fp32 NCHW and 1.10× bf16 + channels-last on an AVX512-BF16 CPU without AMX (`cargo bench --bench train`, docs/results.md) |
 //! | CUDA | bf16 autocast + channels-last | not measured here |
 //!
-//! Without native bf16 the CPU emulates it and mixed precision is ~3.6× *slower* than fp32.
+//! Without AMX, bf16 is emulated (no AVX512-BF16: ~3.6× *slower* than fp32) or computed by
+//! AVX512-BF16 dot products that, with the conversions, are still slower than fp32 for training
+//! (10.7 vs 11.8 img/s at 256², 157 vs 168 at 64²).
 //! Channels-last fp32 lets oneDNN use its blocked NHWC convolutions instead of reordering every
 //! activation. fp32 channels-last and fp32 NCHW compute the same sums in a different order:
 //! features agree to ~1e-5 relative (`tests/model.rs` checks scores within 1e-3 relative).
@@ -52,12 +54,12 @@ impl FastPath {
     };
 
     /// The fastest configuration for `device` (see the module docs for the rule and the
-    /// measurements): bf16 + channels-last on CUDA and on CPUs with native bf16 arithmetic
-    /// ([`cpu_has_native_bf16`]); fp32 + channels-last on every other CPU.
+    /// measurements): bf16 + channels-last on CUDA and on CPUs with AMX ([`cpu_has_amx`]);
+    /// fp32 + channels-last on every other CPU.
     pub fn auto(device: Device) -> Self {
         keep_cuda_linked();
         let bf16 = match device {
-            Device::Cpu => cpu_has_native_bf16(),
+            Device::Cpu => cpu_has_amx(),
             Device::Cuda(_) => true,
             _ => false,
         };
@@ -70,6 +72,17 @@ impl FastPath {
             channels_last: matches!(device, Device::Cpu | Device::Cuda(_)),
         }
     }
+}
+
+/// True when this CPU has AMX bf16 tile instructions (Linux: the `amx_bf16` flag of
+/// `/proc/cpuinfo`; false elsewhere), where oneDNN's bf16 convolutions beat fp32.
+pub fn cpu_has_amx() -> bool {
+    static AMX: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AMX.get_or_init(|| {
+        std::fs::read_to_string("/proc/cpuinfo")
+            .map(|s| s.split_whitespace().any(|w| w == "amx_bf16"))
+            .unwrap_or(false)
+    })
 }
 
 /// True when this x86-64 CPU has native bf16 dot products (AVX512-BF16, which every AMX CPU also
@@ -208,9 +221,9 @@ mod tests {
     }
 
     #[test]
-    fn auto_is_channels_last_and_bf16_only_with_native_support() {
+    fn auto_is_channels_last_and_bf16_only_with_amx() {
         let f = FastPath::auto(Device::Cpu);
         assert!(f.channels_last);
-        assert_eq!(f.precision == Precision::Bf16, cpu_has_native_bf16());
+        assert_eq!(f.precision == Precision::Bf16, cpu_has_amx());
     }
 }

@@ -55,13 +55,15 @@ impl Classifier {
     }
 }
 
-/// Loads every variable of `classifier` from the safetensors file at `path`, ignoring tensors
-/// for which `skip` is true (e.g. a detector checkpoint's density arrays).
+/// Loads every variable of `classifier` from `bytes` of a safetensors file (named `path` in
+/// errors), ignoring tensors for which `skip` is true (e.g. a detector checkpoint's density
+/// arrays).
 pub(crate) fn load_weights_skipping(
     classifier: &mut Classifier,
     path: &Path,
+    bytes: &[u8],
     skip: impl Fn(&str) -> bool,
 ) -> Result<()> {
-    let file = StFile::read(path)?;
+    let file = StFile::new(path, std::borrow::Cow::Borrowed(bytes))?;
     file.load_into(&classifier.named_variables(), skip)
 }

@@ -45,6 +45,10 @@ use std::sync::Arc;
 use std::time::Instant;
 use tch::Device;
 
+/// Largest accepted [`DetectorParams::image_size`]: one 4096² fp32 image is 200 MB on the
+/// device, so larger sides are far outside what the method needs (the paper uses 256).
+pub const MAX_IMAGE_SIZE: u32 = 4096;
+
 /// The backbone: ResNet-18, from scratch (the paper's default) or initialised from a local
 /// safetensors file with torchvision parameter names.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -169,7 +173,7 @@ impl DetectorParams {
         density: Density
     );
     setter!(
-        /// Square side images are resized to (paper: 256).
+        /// Square side images are resized to (paper: 256; 32 to [`MAX_IMAGE_SIZE`]).
         image_size: u32
     );
     setter!(
@@ -215,10 +219,13 @@ impl DetectorParams {
 
     /// Validates every value and their combinations; errors name the parameter.
     pub fn check(&self) -> Result<()> {
-        if self.image_size < 32 {
+        if !(32..=MAX_IMAGE_SIZE).contains(&self.image_size) {
             return Err(Error::invalid_param(
                 "image_size",
-                format!("must be >= 32 (paper: 256), got {}", self.image_size),
+                format!(
+                    "must be in 32..={MAX_IMAGE_SIZE} (paper: 256), got {}",
+                    self.image_size
+                ),
             ));
         }
         if self.batch_images == 0 {
@@ -304,6 +311,8 @@ impl DetectorParams {
                 "no training images were given",
             ));
         }
+        // Before training, not after it: a density that cannot fit this few images.
+        self.density.check_samples(images.len())?;
         let deadline = self
             .training
             .budget

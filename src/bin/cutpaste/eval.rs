@@ -56,18 +56,17 @@ pub(crate) fn run(a: EvalArgs) -> Result<Outcome, Box<dyn std::error::Error>> {
     write("report.json", report.to_json())?;
     write("report.md", report.to_markdown())?;
     print!("{}", report.to_markdown());
-    if let Some(t) = detector.threshold() {
-        let labels = report.labels();
-        let wrong = report
-            .samples
-            .iter()
-            .zip(&labels)
-            .filter(|(s, &l)| (s.score > t) != l)
-            .count();
-        println!(
-            "at the detector's threshold {t:.4}: {wrong} of {} test images misclassified",
-            report.n_test
-        );
+    match detector.threshold() {
+        Some(t) => {
+            let rates = report.error_rates(t);
+            println!(
+                "at the detector's threshold {t:.4}: {}; {} of {} test images misclassified",
+                rates.summary(),
+                rates.false_positives + rates.false_negatives,
+                report.n_test
+            );
+        }
+        None => println!("the detector has no threshold: no false-positive/negative rates"),
     }
     eprintln!("wrote report.json and report.md to {}", a.out.display());
     if let Some(dir) = &a.report {

@@ -62,9 +62,10 @@ pub(crate) struct TrainArgs {
     /// Initialise the backbone from a safetensors file with torchvision ResNet-18 names.
     #[arg(long)]
     pretrained: Option<PathBuf>,
-    /// Decision threshold: `synthetic` (F1-max between the training images and their CutPaste/Scar
-    /// views; needs no defect samples), `quantile:Q` (the Q-quantile of training scores, e.g.
-    /// quantile:0.99) or `none`.
+    /// Decision threshold: `synthetic` (F1-max between the held-out images and their CutPaste/Scar
+    /// views, never below the 0.99-quantile of the held-out scores, and that quantile alone when
+    /// the views separate poorly (AUROC < 0.9); needs no defect samples), `quantile:Q` (the
+    /// Q-quantile of the held-out scores, e.g. quantile:0.99) or `none`.
     #[arg(long, default_value = "synthetic")]
     threshold: String,
     /// Fraction of the training images held out from training and the density fit and used only
@@ -324,6 +325,9 @@ pub(crate) fn run(a: TrainArgs) -> Result<Outcome, Box<dyn std::error::Error>> {
         Threshold::Quantile(q) => Some(detector.threshold_from_quantile(&normal, q)?),
         Threshold::None => None,
     };
+    if let Some(note) = detector.calibration().and_then(|c| c.note.as_deref()) {
+        eprintln!("threshold: {note}");
+    }
     detector.save(&a.out)?;
     eprintln!(
         "trained in {:.1} s; threshold {}; wrote {}",
