@@ -33,7 +33,9 @@ cd "$work"
 cargo new --quiet --bin --vcs none downstream
 cd downstream
 
-# README step 1, with the path of this checkout instead of the registry.
+[ ! -e Cargo.lock ] || { echo "downstream: a lockfile exists before any step" >&2; exit 1; }
+# README step 1, with the path of this checkout instead of the registry (it resolves the fresh
+# lockfile).
 cargo add --quiet --path "$repo" --features openblas-system
 # README steps 2 and 4.
 readme_block Cargo.toml >>Cargo.toml
@@ -43,7 +45,6 @@ for f in Cargo.toml build.rs; do
 done
 grep -q 'profile.dev.package' Cargo.toml || { echo "downstream: no profile lines added" >&2; exit 1; }
 cp "$repo/examples/minimal.rs" src/main.rs
-[ ! -e Cargo.lock ] || { echo "downstream: a lockfile exists before the first build" >&2; exit 1; }
 
 # README step 5.
 cargo build --quiet

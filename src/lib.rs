@@ -64,9 +64,9 @@
 //! ```
 //!
 //! * **libtorch 2.11** at build time: `export LIBTORCH=<folder with lib/ and include/>` (e.g. the
-//!   `torch/` folder of `pip install torch==2.11.0`), or `LIBTORCH_USE_PYTORCH=1` in a Python
-//!   environment with that torch; the lookup is torch-sys's.
-//! * **At run time** the binary must find `libtorch_cpu.so`: a two-line `build.rs` in your crate
+//!   `torch/` folder of `pip install torch==2.11.0`). The lookup is torch-sys's, so its
+//!   `LIBTORCH_USE_PYTORCH=1` is meant to work too (CI exercises `LIBTORCH`).
+//! * **At run time** the binary must find `libtorch_cpu.so`: a five-line `build.rs` in your crate
 //!   bakes in the folder cutpaste built against, which it passes on as `DEP_CUTPASTE_LIBTORCH_LIB`
 //!   (or set `LD_LIBRARY_PATH=$LIBTORCH/lib`). The README's "Using the crate as a dependency"
 //!   has the file and the checked steps.
