@@ -26,8 +26,8 @@
 //! ## Quickstart
 //!
 //! A complete program (`examples/minimal.rs`): generate a small synthetic category, fit, pick a
-//! threshold without defect samples, evaluate, and score a good and a defective image. Add the crate as described in
-//! [Use as a dependency](#use-as-a-dependency) first.
+//! threshold without defect samples, evaluate, and score a good and a defective image. Add the
+//! crate as described in [Use as a dependency](#use-as-a-dependency) first.
 //!
 //! ```no_run
 #![doc = include_str!("../examples/minimal.rs")]
