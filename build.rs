@@ -1,12 +1,14 @@
-//! Build script: checks that libtorch 2.11.x is where `LIBTORCH` points and adds an rpath to it,
-//! so tests, examples and benches run with nothing exported, and compiles the small autocast shim
+//! Build script: finds libtorch where torch-sys found it (`DEP_TCH_LIBTORCH_LIB`: `LIBTORCH`,
+//! `LIBTORCH_USE_PYTORCH=1` or a system install), checks that it is 2.11.x, adds an rpath to it so
+//! tests, examples and benches run with nothing exported, passes the folder on to dependents'
+//! build scripts as `DEP_CUTPASTE_LIBTORCH_LIB`, and compiles the small autocast shim
 //! `csrc/autocast.cpp`. Skipped entirely with `doc-only`.
 use std::path::{Path, PathBuf};
 
-const FIX: &str =
-    "run `bash scripts/setup.sh` from the crate root (it installs libtorch 2.11.0 from \
-the PyPI torch wheel into .venv/libtorch), or export LIBTORCH=<folder with lib/ and include/ of \
-libtorch 2.11>";
+const FIX: &str = "export LIBTORCH=<folder with lib/ and include/ of libtorch 2.11> (e.g. the \
+torch/ folder of `pip install torch==2.11.0`), or set LIBTORCH_USE_PYTORCH=1 in a Python \
+environment with torch 2.11; in a clone of cutpaste, `bash scripts/setup.sh` installs it into \
+.venv/libtorch";
 
 fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
@@ -14,30 +16,23 @@ fn main() {
     if std::env::var_os("CARGO_FEATURE_DOC_ONLY").is_some() {
         return;
     }
-    let libtorch = match std::env::var_os("LIBTORCH") {
-        Some(p) => PathBuf::from(p),
-        None => fail("LIBTORCH is not set"),
-    };
-    if !libtorch.join("lib").is_dir() || !libtorch.join("include").is_dir() {
-        fail(&format!(
-            "LIBTORCH={} has no lib/ and include/ folders",
-            libtorch.display()
-        ));
-    }
+    let (include_root, lib) = libtorch_dirs();
+    let libtorch = lib.parent().unwrap_or(&lib).to_path_buf();
     match libtorch_version(&libtorch) {
         Some(v) if v.starts_with("2.11.") => {}
         Some(v) => fail(&format!(
-            "LIBTORCH={} holds libtorch {v}, but tch 0.24 needs 2.11.x",
+            "libtorch at {} is {v}, but tch 0.24 needs 2.11.x",
             libtorch.display()
         )),
         None => fail(&format!(
-            "cannot read the libtorch version under LIBTORCH={} (no build-version or version.py)",
+            "cannot read the libtorch version under {} (no build-version or version.py)",
             libtorch.display()
         )),
     }
-    let lib = libtorch.join("lib");
     let lib = lib.canonicalize().unwrap_or(lib);
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
+    // Read by dependents' build scripts as DEP_CUTPASTE_LIBTORCH_LIB (our `links` key).
+    println!("cargo:libtorch_lib={}", lib.display());
     let cuda = std::env::var_os("CARGO_FEATURE_CUDA").is_some();
     if cuda {
         // rustc links with --as-needed, which would drop libtorch_cuda (nothing references it
@@ -47,7 +42,34 @@ fn main() {
         println!("cargo:rustc-link-search=native={}", lib.display());
         println!("cargo:rustc-link-lib=dylib=torch_cuda");
     }
-    compile_autocast_shim(&libtorch, cuda);
+    compile_autocast_shim(&include_root, cuda);
+}
+
+/// The folder holding libtorch's `include/` and its `lib/` folder: torch-sys's choice when it
+/// reports one (`DEP_TCH_LIBTORCH_LIB`, Linux and macOS), else `$LIBTORCH/lib`.
+fn libtorch_dirs() -> (PathBuf, PathBuf) {
+    println!("cargo:rerun-if-env-changed=LIBTORCH_INCLUDE");
+    let (root, lib) = match std::env::var_os("DEP_TCH_LIBTORCH_LIB") {
+        Some(lib) => {
+            let lib = PathBuf::from(lib);
+            let root = lib.parent().map(Path::to_path_buf).unwrap_or_default();
+            (root, lib)
+        }
+        None => match std::env::var_os("LIBTORCH") {
+            Some(p) => (PathBuf::from(&p), PathBuf::from(p).join("lib")),
+            None => fail("LIBTORCH is not set"),
+        },
+    };
+    // torch-sys reads headers from $LIBTORCH_INCLUDE/include when that is set.
+    let root = std::env::var_os("LIBTORCH_INCLUDE").map_or(root, PathBuf::from);
+    if !lib.is_dir() || !root.join("include").is_dir() {
+        fail(&format!(
+            "libtorch at {} has no lib/ folder, or {} no include/ folder",
+            lib.display(),
+            root.display()
+        ));
+    }
+    (root, lib)
 }
 
 /// Compiles `csrc/autocast.cpp`, the few libtorch calls that switch CPU (and CUDA) autocast on

@@ -258,7 +258,7 @@ impl LocalizerParams {
                 ),
             );
         }
-        if (image_size - self.patch_size) % self.stride != 0 {
+        if !(image_size - self.patch_size).is_multiple_of(self.stride) {
             return bad(
                 "patch_size",
                 format!(
@@ -302,7 +302,7 @@ impl LocalizerParams {
         }
         if let FeatureMode::Subsampled { factor } = self.mode {
             let cells = (image_size - self.patch_size) / self.stride;
-            if ![2, 4, 8].contains(&factor) || cells % factor != 0 {
+            if ![2, 4, 8].contains(&factor) || !cells.is_multiple_of(factor) {
                 return bad(
                     "mode",
                     format!(

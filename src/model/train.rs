@@ -339,7 +339,7 @@ impl Run<'_> {
         let Some(c) = &self.params.checkpoint else {
             return Ok(());
         };
-        let due = done % c.every == 0 || done == self.params.steps;
+        let due = done.is_multiple_of(c.every) || done == self.params.steps;
         if force && due {
             return Ok(()); // already written for this step
         }
