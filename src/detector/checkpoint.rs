@@ -202,6 +202,7 @@ impl Detector {
             seed: meta.seed,
             normalization: meta.normalization,
             checkpoint: None,
+            prefetch: None,
         };
         let mut params = DetectorParams::default()
             .augmentation(meta.augmentation)
