@@ -313,6 +313,24 @@ fn score_rate(det: &Detector, test_images: &[image::RgbImage]) -> cutpaste::Resu
     Ok(n as f64 / t0.elapsed().as_secs_f64())
 }
 
+/// Fits the detector, timing the image model's and the patch model's training steps.
+fn fit_timed(
+    a: &Args,
+    p: &DetectorParams,
+    data: &Dataset,
+) -> cutpaste::Result<(Detector, [Rate; 2])> {
+    let (mut image_rate, mut patch_rate) = (Rate::default(), Rate::default());
+    let det = p.fit_with(data, |e| {
+        match e {
+            FitEvent::Train(pr) => image_rate.step(pr, a.warmup),
+            FitEvent::LocalizerTrain(pr) => patch_rate.step(pr, a.warmup),
+            _ => {}
+        }
+        Control::Continue
+    })?;
+    Ok((det, [image_rate, patch_rate]))
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a = parse()?;
     let env = CudaEnv::detect();
@@ -335,60 +353,44 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         a.steps
     );
     let t_all = Instant::now();
-    let (mut image_rate, mut patch_rate) = (Rate::default(), Rate::default());
-    let det = p.fit_with(&data, |e| {
-        match e {
-            FitEvent::Train(pr) => image_rate.step(pr, a.warmup),
-            FitEvent::LocalizerTrain(pr) => patch_rate.step(pr, a.warmup),
-            _ => {}
-        }
-        Control::Continue
-    })?;
+    let (det, [image_rate, patch_rate]) = fit_timed(&a, &p, &data)?;
     let fit_s = t_all.elapsed().as_secs_f64();
     let t_eval = Instant::now();
     let report = det.evaluate(&data)?;
     let eval_s = t_eval.elapsed().as_secs_f64();
-    let mut out = Map::new();
-    out.insert(
-        "mode".into(),
-        json!(if a.full { "full" } else { "measure" }),
-    );
-    out.insert("device".into(), json!(format!("{device:?}")));
-    out.insert("cuda_env".into(), json!(format!("{env:?}")));
-    out.insert("size".into(), json!(a.size));
-    out.insert("steps".into(), json!(a.steps));
-    out.insert("localizer_steps".into(), json!(localizer_steps));
-    out.insert("views_per_step".into(), json!(views));
-    out.insert("image_auroc".into(), json!(100.0 * report.image_auroc));
-    out.insert(
-        "pixel_auroc".into(),
-        json!(report.pixel_auroc.map(|v| 100.0 * v)),
-    );
-    out.insert("fit_s".into(), json!(fit_s));
-    out.insert("train_start_unix_ms".into(), json!(image_rate.start_ms));
-    out.insert("train_end_unix_ms".into(), json!(image_rate.end_ms));
-    out.insert("eval_s".into(), json!(eval_s));
+    let base = json!({
+        "mode": if a.full { "full" } else { "measure" },
+        "device": format!("{device:?}"), "cuda_env": format!("{env:?}"),
+        "size": a.size, "steps": a.steps, "localizer_steps": localizer_steps,
+        "views_per_step": views,
+        "image_auroc": 100.0 * report.image_auroc,
+        "pixel_auroc": report.pixel_auroc.map(|v| 100.0 * v),
+        "train_img_s": image_rate.images_per_sec(views),
+        "fit_s": fit_s, "eval_s": eval_s,
+        "train_start_unix_ms": image_rate.start_ms, "train_end_unix_ms": image_rate.end_ms,
+    });
+    let mut out = match base {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    };
     if a.full {
         out.insert("per_type_auroc".into(), json!(report.per_type_auroc));
-        out.insert("total_s".into(), json!(t_all.elapsed().as_secs_f64()));
-        println!("{}", Value::Object(out));
-        return Ok(());
-    }
-    // Time that does not scale with the steps: features, densities, evaluation.
-    let rest_s = fit_s - image_rate.seconds() - patch_rate.seconds() + eval_s;
-    out.insert("fit_and_eval_s_besides_training".into(), json!(rest_s));
-    measure(
-        &a,
-        &det,
-        &data,
-        device,
-        views,
-        &mut out,
-        [&image_rate, &patch_rate],
-    )?;
-    if let Some(Value::Number(full)) = out.get("projected_full_s").cloned() {
-        let full = full.as_f64().unwrap_or(0.0) + rest_s;
-        out.insert("projected_full_s".into(), json!(full));
+    } else {
+        // Time that does not scale with the steps: features, densities, evaluation.
+        let rest_s = fit_s - image_rate.seconds() - patch_rate.seconds() + eval_s;
+        out.insert("fit_and_eval_s_besides_training".into(), json!(rest_s));
+        measure(
+            &a,
+            &det,
+            &data,
+            device,
+            views,
+            &mut out,
+            [&image_rate, &patch_rate],
+        )?;
+        if let Some(full) = out.get("projected_full_s").and_then(Value::as_f64) {
+            out.insert("projected_full_s".into(), json!(full + rest_s));
+        }
     }
     out.insert("total_s".into(), json!(t_all.elapsed().as_secs_f64()));
     println!("{}", Value::Object(out));
@@ -433,7 +435,6 @@ fn measure(
 ) -> cutpaste::Result<()> {
     let train_img_s = image_rate.images_per_sec(views);
     let patch_img_s = patch_rate.images_per_sec(views);
-    out.insert("train_img_s".into(), json!(train_img_s));
     out.insert("localizer_train_img_s".into(), json!(patch_img_s));
     let train_images = Arc::new(data.load_train(a.size)?);
     let test_images = data.load_test(a.size)?;
