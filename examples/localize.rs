@@ -133,7 +133,9 @@ fn mode_of(name: &str) -> std::result::Result<FeatureMode, String> {
             .parse()
             .map(|shifts| FeatureMode::Fast { shifts })
             .map_err(|e| format!("mode {s}: {e}")),
-        s => Err(format!("unknown mode {s} (exact, fast, fastK, subF, dense)")),
+        s => Err(format!(
+            "unknown mode {s} (exact, fast, fastK, subF, dense)"
+        )),
     }
 }
 
@@ -211,15 +213,15 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     let mut det = match loaded {
         Some(d) => d,
         None => Detector::params()
-        .training(TrainParams::paper().steps(a.steps))
-        .batch_images(a.batch)
-        .device(Device::Cpu)
-        .seed(a.seed)
-        .localizer(lp.clone())
-        .fit_with(&ds, |e| {
-            progress(e, &t0);
-            Control::Continue
-        })?,
+            .training(TrainParams::paper().steps(a.steps))
+            .batch_images(a.batch)
+            .device(Device::Cpu)
+            .seed(a.seed)
+            .localizer(lp.clone())
+            .fit_with(&ds, |e| {
+                progress(e, &t0);
+                Control::Continue
+            })?,
     };
     let fit_seconds = t0.elapsed().as_secs_f64();
     let images = ds.load_test(side)?;

@@ -22,6 +22,8 @@ fi
 
 torch_ok() {
   [ -f .venv/libtorch/lib/libtorch_cpu.so ] &&
+    # the full wheel (feature `cuda`) also brings cuDNN and the other CUDA libraries
+    { [ "${CUTPASTE_FULL_TORCH:-0}" != "1" ] || [ -d .venv/libtorch/../nvidia/cudnn ]; } &&
     .venv/bin/python -c "import importlib.metadata as m,sys; sys.exit(m.version('torch')!='$TORCH_VERSION')" 2>/dev/null
 }
 

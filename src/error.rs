@@ -160,6 +160,15 @@ pub enum Error {
         /// The size given, `(width, height)`.
         got: (u32, u32),
     },
+    /// A CUDA device was asked for but cannot be used here; the message says why (no CUDA in
+    /// this build, no usable GPU, no such GPU index) and what to do.
+    #[error("cannot use device {device}: {problem}")]
+    DeviceUnavailable {
+        /// The device asked for, e.g. `cuda:0`.
+        device: String,
+        /// Why it cannot be used.
+        problem: crate::model::CudaProblem,
+    },
 }
 
 /// "missing [a, b]; unexpected [c]; shape mismatch [d: …]", skipping empty lists.

@@ -251,3 +251,54 @@ fn usage_and_input_errors_have_distinct_exit_codes() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("fake.safetensors"), "{}", stderr(&o));
 }
+
+/// `--device cuda` where CUDA cannot be used: one line naming the cause and the fix, exit code 1,
+/// nothing written (not libtorch's C++ message and backtrace). Skipped where a GPU is usable.
+#[test]
+fn cuda_that_cannot_be_used_is_one_line_with_the_cause_and_the_fix() {
+    let env = cutpaste::model::CudaEnv::detect();
+    if env.devices > 0 {
+        eprintln!("skipped: this build and machine can use CUDA");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = SyntheticSpec::new(SyntheticKind::Part)
+        .side(32)
+        .counts(4, 1, 1)
+        .seed(1)
+        .write(dir.path())
+        .unwrap();
+    let model = dir.path().join("m.safetensors");
+    for device in ["cuda", "cuda:1"] {
+        let o = cutpaste(&[
+            "train",
+            s(&data),
+            "-o",
+            s(&model),
+            "--size",
+            "32",
+            "--steps",
+            "1",
+            "--device",
+            device,
+        ]);
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        let err = stderr(&o);
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "expected one line, got:\n{err}");
+        let name = if device == "cuda" { "cuda:0" } else { device };
+        let want = format!("error: cannot use device {name}: ");
+        assert!(lines[0].starts_with(&want), "{}", lines[0]);
+        if env.compiled {
+            assert!(lines[0].contains("--device cpu") && lines[0].contains("GPU"));
+        } else {
+            assert!(
+                lines[0].contains("without the `cuda` feature"),
+                "{}",
+                lines[0]
+            );
+            assert!(lines[0].contains("--features cli,cuda"), "{}", lines[0]);
+        }
+        assert!(!model.exists(), "nothing is written");
+    }
+}

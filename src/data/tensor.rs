@@ -44,6 +44,16 @@ impl Normalization {
         }
         Ok(())
     }
+
+    /// `(scale, shift)` per channel such that a normalised value is `pixel * scale - shift`
+    /// (pixel in 0..=255): the exact f32 arithmetic of [`images_to_nchw`], shared with the
+    /// training batches normalised on the GPU so both give bit-identical tensors.
+    pub(crate) fn pixel_affine(&self) -> ([f32; 3], [f32; 3]) {
+        (
+            std::array::from_fn(|c| 1.0 / (255.0 * self.std[c])),
+            std::array::from_fn(|c| self.mean[c] / self.std[c]),
+        )
+    }
 }
 
 impl Default for Normalization {
@@ -52,31 +62,37 @@ impl Default for Normalization {
     }
 }
 
+/// The common `(width, height)` of a non-empty batch; an error naming the first image of
+/// another size otherwise.
+pub(crate) fn batch_dimensions(images: &[RgbImage]) -> Result<(u32, u32)> {
+    let first = images
+        .first()
+        .ok_or_else(|| Error::invalid_param("images", "empty batch: pass at least one image"))?;
+    let (w, h) = first.dimensions();
+    match images.iter().position(|img| img.dimensions() != (w, h)) {
+        None => Ok((w, h)),
+        Some(i) => Err(Error::invalid_param(
+            "images",
+            format!(
+                "image {i} is {}x{} but image 0 is {w}x{h}; resize all images to one size",
+                images[i].width(),
+                images[i].height()
+            ),
+        )),
+    }
+}
+
 /// Writes the images as a contiguous NCHW `f32` buffer (length `n * 3 * h * w`).
 ///
 /// All images must have the same size; returns `(buffer, [n, 3, h, w])`. Usable without libtorch.
 pub fn images_to_nchw(images: &[RgbImage], norm: &Normalization) -> Result<(Vec<f32>, [usize; 4])> {
     norm.check()?;
-    let first = images
-        .first()
-        .ok_or_else(|| Error::invalid_param("images", "empty batch: pass at least one image"))?;
-    let (w, h) = first.dimensions();
+    let (w, h) = batch_dimensions(images)?;
     let (w, h) = (w as usize, h as usize);
     let plane = w * h;
     let mut out = vec![0f32; images.len() * 3 * plane];
-    let scale: [f32; 3] = std::array::from_fn(|c| 1.0 / (255.0 * norm.std[c]));
-    let shift: [f32; 3] = std::array::from_fn(|c| norm.mean[c] / norm.std[c]);
+    let (scale, shift) = norm.pixel_affine();
     for (i, img) in images.iter().enumerate() {
-        if img.dimensions() != first.dimensions() {
-            return Err(Error::invalid_param(
-                "images",
-                format!(
-                    "image {i} is {}x{} but image 0 is {w}x{h}; resize all images to one size",
-                    img.width(),
-                    img.height()
-                ),
-            ));
-        }
         let base = i * 3 * plane;
         for (p, px) in img.pixels().enumerate() {
             for c in 0..3 {

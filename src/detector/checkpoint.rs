@@ -284,6 +284,7 @@ fn meta_params(meta: &Meta, device: Device) -> DetectorParams {
         seed: meta.seed,
         normalization: meta.normalization,
         checkpoint: None,
+        prefetch: None,
         budget: meta
             .training_record
             .first()

@@ -102,7 +102,11 @@ fn project_all(
     let (cells, d) = (rows * cols, proj.ncols());
     let shared = matches!(lp.density, PatchDensity::Shared | PatchDensity::Auto);
     // shared: keep every `step`-th cell of the concatenation (at most SHARED_ROWS rows)
-    let step = if shared { (n * cells).div_ceil(SHARED_ROWS).max(1) } else { 1 };
+    let step = if shared {
+        (n * cells).div_ceil(SHARED_ROWS).max(1)
+    } else {
+        1
+    };
     let mut kept: Vec<Array2<f32>> = Vec::new();
     let mut z = Array3::<f32>::zeros((if shared { 0 } else { n }, cells, d));
     let mut offset = 0usize; // running index of the first cell of the next image
@@ -114,7 +118,8 @@ fn project_all(
                 offset += projected.nrows();
                 kept.push(projected.slice(s![first..;step, ..]).to_owned());
             } else {
-                z.index_axis_mut(Axis(0), i * DENSE_BATCH + k).assign(&projected);
+                z.index_axis_mut(Axis(0), i * DENSE_BATCH + k)
+                    .assign(&projected);
             }
         }
         callback(&FitEvent::LocalizerFeatures {

@@ -313,4 +313,3 @@ pub(crate) fn grid_dims(lp: &LocalizerParams, image: &RgbImage) -> (usize, usize
         }
     }
 }
-

@@ -341,8 +341,13 @@ mod tests {
             let noise = ((i * 13 + k * 7 + c) % 11) as f32 / 11.0 - 0.5;
             10.0 * c as f32 + noise * (1.0 + k as f32)
         });
-        let g = PatchGaussians::fit(PatchDensity::Tied, Array1::zeros(2), Array2::eye(2), z.view())
-            .unwrap();
+        let g = PatchGaussians::fit(
+            PatchDensity::Tied,
+            Array1::zeros(2),
+            Array2::eye(2),
+            z.view(),
+        )
+        .unwrap();
         assert_eq!(g.precisions.dim(), (1, 2, 2));
         assert_eq!(g.means.dim(), (3, 2));
         // Oracle: residuals of every (image, cell) from its cell mean, then the same Gaussian
@@ -359,7 +364,11 @@ mod tests {
             let row = &row / row.dot(&row).sqrt();
             let diff = &row - &means.row(c).mapv(f64::from);
             let want = diff.dot(&p.dot(&diff));
-            assert!((f64::from(got[c]) - want).abs() < 1e-3 * want.max(1.0), "cell {c}: {} vs {want}", got[c]);
+            assert!(
+                (f64::from(got[c]) - want).abs() < 1e-3 * want.max(1.0),
+                "cell {c}: {} vs {want}",
+                got[c]
+            );
         }
         // a shifted cell-0 feature scores far higher at cell 0 than the same value at cell 1's mean
         assert!(got[2] > got[0]);

@@ -94,4 +94,9 @@ impl BatchSource for PatchSource {
             labels,
         })
     }
+
+    /// A clone (the images are shared): batches are a pure function of the step.
+    fn fork(&self) -> Option<Self> {
+        Some(self.clone())
+    }
 }

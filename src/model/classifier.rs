@@ -1,7 +1,7 @@
 //! The self-supervised classifier `g` of PAPER.md (ResNet-18 + MLP head) with its variables.
 use super::head::{check_num_classes, HeadConfig, MlpHead};
 use super::layers::{channels_last, Init};
-use super::precision::{Autocast, FastPath};
+use super::precision::{Autocast, FastPath, Precision};
 use super::resnet::{FeatureMaps, ResNet18};
 use crate::error::Result;
 use serde::{Deserialize, Serialize};
@@ -60,7 +60,7 @@ impl Classifier {
     /// Builds a randomly initialised classifier (from scratch, as in the paper) on `device`;
     /// the same `seed` gives the same initial weights on every device.
     pub fn new(config: &ClassifierConfig, device: Device, seed: u64) -> Result<Self> {
-        super::precision::keep_cuda_linked();
+        super::device::check_device(device)?;
         check_num_classes(config.num_classes)?;
         config.head.check()?;
         let vs = nn::VarStore::new(device);
@@ -162,11 +162,19 @@ impl Classifier {
     }
 
     /// Pooled `[N, 512]` fp32 backbone features in evaluation mode, without gradients: the
-    /// representation the density estimators are fitted on (PAPER.md stage 2).
+    /// representation the density estimators are fitted on (PAPER.md stage 2), computed in
+    /// [`FastPath::feature_precision`] (fp32 on CUDA even when training runs in bf16).
     pub fn features(&self, images: &Tensor) -> Result<Tensor> {
+        let precision = self.config.fast_path.feature_precision(self.device());
+        self.features_with(images, precision)
+    }
+
+    /// [`features`](Self::features) computed in `precision` (e.g. to compare bf16 and fp32
+    /// features of one network).
+    pub fn features_with(&self, images: &Tensor, precision: Precision) -> Result<Tensor> {
         let x = self.prepare(images)?;
         tch::no_grad(|| {
-            let _autocast = Autocast::enter(self.device(), self.config.fast_path.precision)?;
+            let _autocast = Autocast::enter(self.device(), precision)?;
             self.backbone
                 .features(&x, false)?
                 .f_to_kind(Kind::Float)
@@ -175,11 +183,13 @@ impl Classifier {
     }
 
     /// `layer2` and `layer3` maps (fp32, evaluation mode, no gradients) of an `[N, 3, H, W]`
-    /// batch in the configured precision and layout; see [`ResNet18::forward_mid`].
+    /// batch in the feature precision ([`FastPath::feature_precision`]) and the configured
+    /// layout; see [`ResNet18::forward_mid`].
     pub fn mid_maps(&self, images: &Tensor) -> Result<(Tensor, Tensor)> {
         let x = self.prepare(images)?;
         tch::no_grad(|| {
-            let _autocast = Autocast::enter(self.device(), self.config.fast_path.precision)?;
+            let precision = self.config.fast_path.feature_precision(self.device());
+            let _autocast = Autocast::enter(self.device(), precision)?;
             let (l2, l3) = self.backbone.forward_mid(&x)?;
             Ok((l2.f_to_kind(Kind::Float)?, l3.f_to_kind(Kind::Float)?))
         })

@@ -8,7 +8,10 @@
 //!   safetensors file ([`Classifier::load_backbone`]); precision and layout via [`FastPath`].
 //! * [`train`]: the training loop (SGD 0.03 / 0.9 / 3e-5, cosine to 0), fed by a
 //!   [`BatchSource`] on a background thread, reporting [`Progress`] to a callback, with atomic,
-//!   resumable checkpoints.
+//!   resumable checkpoints; [`Prefetch`] sets how many threads prepare batches ahead.
+//! * Device choice: [`resolve_device`] (`auto` = CUDA when this build has it and a GPU is
+//!   usable) and [`check_device`], which turns an unusable CUDA device into a one-line
+//!   [`Error::DeviceUnavailable`](crate::Error::DeviceUnavailable) naming the cause and the fix.
 //!
 //! ```no_run
 //! use cutpaste::model::{train, Classifier, ClassifierConfig, Control, ToySource, TrainParams};
@@ -27,6 +30,8 @@
 //! ```
 mod checkpoint;
 mod classifier;
+mod device;
+mod feed;
 mod head;
 mod io;
 mod layers;
@@ -39,6 +44,11 @@ mod train;
 
 pub use checkpoint::{CHECKPOINT_FORMAT, CHECKPOINT_VERSION, MOMENTUM_PREFIX};
 pub use classifier::{Classifier, ClassifierConfig, ClassifierOutput, HEAD_PREFIX};
+pub use device::{
+    check_device, resolve_device, CudaEnv, CudaProblem, DeviceChoice, DeviceRequest,
+    CUDA_BUILD_HINT,
+};
+pub use feed::Prefetch;
 pub use head::{HeadConfig, HeadOutput, MlpHead};
 pub(crate) use io::f32_bytes;
 pub use optim::cosine_lr;

@@ -15,7 +15,14 @@
 //! |---|---|---|
 //! | CPU with AMX (`amx_bf16`) | bf16 autocast + channels-last | 3–4× fp32 for inference (DESIGN.md) |
 //! | any other CPU | fp32 + channels-last | training at 256², 96 views a step: 1.66× fp32 NCHW on an AVX-512 CPU without BF16; 1.28× fp32 NCHW and 1.10× bf16 + channels-last on an AVX512-BF16 CPU without AMX (`cargo bench --bench train`, docs/results.md) |
-//! | CUDA | bf16 autocast + channels-last | not measured here |
+//! | CUDA | bf16 autocast + channels-last | not yet run on a GPU (docs/gpu.md) |
+//!
+//! The pooled features the density is fitted on and scores ([`FastPath::feature_precision`])
+//! are fp32 on CUDA whatever the training precision: they cost a negligible share of the run,
+//! and bf16 features round every feature to 8 significant bits (docs/gpu.md has the measured
+//! effect on AUROC and scores). By default libtorch lets cuDNN run fp32 convolutions in TF32 on
+//! Ampere and newer GPUs (10-bit mantissa, fp32 accumulation; PyTorch's default too). On a CPU
+//! the features follow [`FastPath::precision`] where it has native bf16, else they are fp32.
 //!
 //! Without AMX, bf16 is emulated (no AVX512-BF16: ~3.6× *slower* than fp32) or computed by
 //! AVX512-BF16 dot products that, with the conversions, are still slower than fp32 for training
@@ -70,6 +77,18 @@ impl FastPath {
                 Precision::Fp32
             },
             channels_last: matches!(device, Device::Cpu | Device::Cuda(_)),
+        }
+    }
+
+    /// Precision of the pooled features the density is fitted on and scores (see the module
+    /// docs): fp32 on CUDA, where they cost a negligible fraction of the run; on the CPU
+    /// [`precision`](Self::precision) where the CPU has native bf16 ([`cpu_has_native_bf16`],
+    /// 3–4× faster inference), else fp32 (emulated bf16 is slower and less exact), so a detector
+    /// trained in bf16 on a GPU scores in fp32 on an ordinary CPU.
+    pub fn feature_precision(&self, device: Device) -> Precision {
+        match device {
+            Device::Cpu if cpu_has_native_bf16() => self.precision,
+            _ => Precision::Fp32,
         }
     }
 }
@@ -218,6 +237,30 @@ mod tests {
         assert!(Autocast::enter(Device::Cpu, Precision::Fp32)
             .unwrap()
             .is_none());
+    }
+
+    #[test]
+    fn density_features_are_fp32_on_cuda_and_bf16_only_on_native_bf16_cpus() {
+        let bf16 = FastPath {
+            precision: Precision::Bf16,
+            channels_last: true,
+        };
+        assert_eq!(bf16.feature_precision(Device::Cuda(0)), Precision::Fp32);
+        assert_eq!(
+            FastPath::FP32.feature_precision(Device::Cuda(1)),
+            Precision::Fp32
+        );
+        assert_eq!(
+            FastPath::FP32.feature_precision(Device::Cpu),
+            Precision::Fp32
+        );
+        let cpu = bf16.feature_precision(Device::Cpu);
+        assert_eq!(cpu == Precision::Bf16, cpu_has_native_bf16());
+        assert_eq!(
+            FastPath::auto(Device::Cuda(0)).precision,
+            Precision::Bf16,
+            "training on CUDA stays bf16 autocast"
+        );
     }
 
     #[test]

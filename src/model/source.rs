@@ -1,13 +1,10 @@
-//! Where training batches come from, and the background thread that prepares the next batch
-//! while the network computes the current one.
-use crate::data::{images_to_nchw, Normalization};
+//! Where training batches come from: the [`BatchSource`] trait (a pure function of the step) and
+//! the toy task [`ToySource`]. How batches reach the network: [`Prefetch`](super::Prefetch).
 use crate::error::{Error, Result};
 use image::{imageops, RgbImage};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::path::PathBuf;
-use std::sync::mpsc;
-use tch::Tensor;
 
 /// One training batch: augmented views and their class labels (`0..num_classes`), all images of
 /// one size.
@@ -28,6 +25,16 @@ pub struct Batch {
 pub trait BatchSource: Send {
     /// The batch for 0-based step `step`.
     fn batch(&mut self, step: usize) -> Result<Batch>;
+
+    /// An independent copy giving the same batches, so several [`Prefetch::workers`](super::Prefetch::workers) can
+    /// prepare steps in parallel. `None` (the default, e.g. for closures) keeps the source on
+    /// one thread whatever the worker count.
+    fn fork(&self) -> Option<Self>
+    where
+        Self: Sized,
+    {
+        None
+    }
 }
 
 impl<F: FnMut(usize) -> Result<Batch> + Send> BatchSource for F {
@@ -166,76 +173,10 @@ impl BatchSource for ToySource {
         }
         Ok(batch)
     }
-}
 
-/// A batch converted for the network: `[N, 3, H, W]` fp32 images on the CPU, `[N]` i64 labels.
-pub(crate) struct Prepared {
-    pub(crate) images: Tensor,
-    pub(crate) labels: Tensor,
-}
-
-/// Checks a batch against `num_classes` and converts it (runs on the feeding thread).
-fn prepare(batch: Batch, step: usize, num_classes: i64, norm: &Normalization) -> Result<Prepared> {
-    if batch.images.is_empty() {
-        return Err(Error::EmptyDataset {
-            path: PathBuf::from(format!("<training batch of step {step}>")),
-        });
+    fn fork(&self) -> Option<Self> {
+        Some(self.clone())
     }
-    if batch.images.len() != batch.labels.len() {
-        return Err(Error::invalid_param(
-            "batch.labels",
-            format!(
-                "step {step}: {} images but {} labels; give one label per view",
-                batch.images.len(),
-                batch.labels.len()
-            ),
-        ));
-    }
-    if let Some(l) = batch
-        .labels
-        .iter()
-        .find(|&&l| !(0..num_classes).contains(&l))
-    {
-        return Err(Error::invalid_param(
-            "batch.labels",
-            format!("step {step}: label {l} is outside 0..{num_classes}; the classifier has {num_classes} classes"),
-        ));
-    }
-    let (buf, shape) = images_to_nchw(&batch.images, norm)?;
-    let shape: Vec<i64> = shape.iter().map(|&s| s as i64).collect();
-    // [n*3*h*w] -> [n, 3, h, w]
-    let images = Tensor::f_from_slice(&buf)?.f_reshape(&shape)?;
-    let labels = Tensor::f_from_slice(&batch.labels)?;
-    Ok(Prepared { images, labels })
-}
-
-/// Runs `consume` with a receiver of prepared batches for `steps`, produced by `source` on a
-/// scoped background thread at most two batches ahead. When `consume` returns (done, stopped or
-/// failed) the receiver is dropped, which ends the producer.
-pub(crate) fn with_prefetch<S: BatchSource, T>(
-    source: &mut S,
-    steps: std::ops::Range<usize>,
-    num_classes: i64,
-    norm: Normalization,
-    consume: impl FnOnce(&mpsc::Receiver<Result<Prepared>>) -> T,
-) -> T {
-    std::thread::scope(|scope| {
-        let (tx, rx) = mpsc::sync_channel::<Result<Prepared>>(1);
-        scope.spawn(move || {
-            for step in steps {
-                let prepared = source
-                    .batch(step)
-                    .and_then(|b| prepare(b, step, num_classes, &norm));
-                let failed = prepared.is_err();
-                if tx.send(prepared).is_err() || failed {
-                    break;
-                }
-            }
-        });
-        let out = consume(&rx);
-        drop(rx);
-        out
-    })
 }
 
 #[cfg(test)]
@@ -266,24 +207,8 @@ mod tests {
             ToySource::new(vec![], 4, 0),
             Err(Error::EmptyDataset { .. })
         ));
-        let norm = Normalization::IMAGENET;
-        let empty = prepare(Batch::default(), 3, 2, &norm);
-        assert!(matches!(empty, Err(Error::EmptyDataset { .. })));
-        let img = RgbImage::new(8, 8);
-        let bad_label = Batch {
-            images: vec![img.clone()],
-            labels: vec![2],
-        };
         assert!(matches!(
-            prepare(bad_label, 0, 2, &norm),
-            Err(Error::InvalidParam { .. })
-        ));
-        let short = Batch {
-            images: vec![img.clone(), img],
-            labels: vec![0],
-        };
-        assert!(matches!(
-            prepare(short, 0, 2, &norm),
+            ToySource::new(ToySource::synthetic_images(1, 8, 0), 0, 0),
             Err(Error::InvalidParam { .. })
         ));
     }

@@ -4,13 +4,13 @@
 //! checkpoints, and batches prepared on a background thread. Prints nothing (logs via `log`).
 use super::checkpoint;
 use super::classifier::Classifier;
+use super::feed::{with_prefetch, Feed, FeedSpec, Prefetch, Prepared};
 use super::layers::scalar;
 use super::optim::{cosine_lr, Sgd};
-use super::source::{with_prefetch, BatchSource, Prepared};
+use super::source::BatchSource;
 use crate::data::Normalization;
 use crate::error::{Error, Result};
 use std::path::PathBuf;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use tch::{Kind, Reduction, Tensor};
 
@@ -48,6 +48,10 @@ pub struct TrainParams {
     /// the fit ends within it (then `steps` is ignored). None (the default) trains exactly
     /// `steps` steps. See `pipeline::budget`.
     pub budget: Option<Duration>,
+    /// How batches are prepared ahead of the network; `None` (the default) is
+    /// [`Prefetch::auto`] for the classifier's device. Batches, and so results, do not depend
+    /// on it.
+    pub prefetch: Option<Prefetch>,
 }
 
 impl TrainParams {
@@ -62,6 +66,7 @@ impl TrainParams {
             normalization: Normalization::IMAGENET,
             checkpoint: None,
             budget: None,
+            prefetch: None,
         }
     }
 
@@ -91,6 +96,12 @@ impl TrainParams {
             every,
             resume,
         });
+        self
+    }
+
+    /// Prepares batches with `prefetch` instead of [`Prefetch::auto`].
+    pub fn prefetch(mut self, prefetch: Prefetch) -> Self {
+        self.prefetch = Some(prefetch);
         self
     }
 
@@ -133,6 +144,9 @@ impl TrainParams {
             if c.every == 0 {
                 return bad("checkpoint.every", "must be >= 1 step".into());
             }
+        }
+        if let Some(p) = &self.prefetch {
+            p.check()?;
         }
         self.normalization.check()
     }
@@ -244,11 +258,16 @@ pub fn train<S: BatchSource>(
     if start >= params.steps {
         return Ok(run.report);
     }
-    let num_classes = run.clf.config().num_classes;
-    let norm = params.normalization;
+    let device = run.clf.device();
+    let spec = FeedSpec {
+        num_classes: run.clf.config().num_classes,
+        norm: params.normalization,
+        device,
+        prefetch: params.prefetch.unwrap_or_else(|| Prefetch::auto(device)),
+    };
     let t0 = Instant::now();
-    with_prefetch(source, start..params.steps, num_classes, norm, |rx| {
-        run.steps(rx, start, &mut callback)
+    with_prefetch(source, start..params.steps, spec, |feed| {
+        run.steps(feed, start, &mut callback)
     })?;
     run.report.elapsed = t0.elapsed();
     Ok(run.report)
@@ -265,7 +284,7 @@ struct Run<'a> {
 impl Run<'_> {
     fn steps(
         &mut self,
-        rx: &mpsc::Receiver<Result<Prepared>>,
+        feed: &mut Feed,
         start: usize,
         callback: &mut impl FnMut(&Progress) -> Control,
     ) -> Result<()> {
@@ -273,12 +292,7 @@ impl Run<'_> {
         let mut avg_secs: Option<f64> = None;
         for step in start..total {
             let t = Instant::now();
-            let batch = rx.recv().map_err(|_| {
-                Error::invalid_param(
-                    "source",
-                    "the batch source thread ended early (did it panic?)",
-                )
-            })??;
+            let batch = feed.next_batch()?;
             let lr = cosine_lr(self.params.learning_rate, step, total);
             let (loss, accuracy) = self.step(&batch, lr)?;
             if !loss.is_finite() {

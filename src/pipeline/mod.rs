@@ -217,8 +217,10 @@ impl DetectorParams {
         self.image_size
     }
 
-    /// Validates every value and their combinations; errors name the parameter.
+    /// Validates every value and their combinations; errors name the parameter. A CUDA device
+    /// this build or machine cannot use is an [`Error::DeviceUnavailable`].
     pub fn check(&self) -> Result<()> {
+        crate::model::check_device(self.device)?;
         if !(32..=MAX_IMAGE_SIZE).contains(&self.image_size) {
             return Err(Error::invalid_param(
                 "image_size",

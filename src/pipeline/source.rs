@@ -70,4 +70,9 @@ impl BatchSource for AugmentSource {
             labels,
         })
     }
+
+    /// A clone (the images are shared): batches are a pure function of the step.
+    fn fork(&self) -> Option<Self> {
+        Some(self.clone())
+    }
 }

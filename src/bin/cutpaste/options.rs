@@ -2,17 +2,25 @@
 use cutpaste::prelude::*;
 use std::path::Path;
 
-/// Parses `auto`, `cpu`, `cuda` or `cuda:N`.
+/// Parses `auto`, `cpu`, `cuda` or `cuda:N`. `auto` is resolved here (CUDA device 0 when this
+/// build has CUDA and a GPU is usable, else the CPU) and prints one note when a GPU is present
+/// but unused (e.g. a CPU-only build). An explicit CUDA device is checked where the network is
+/// built (`DetectorParams::check`, `Detector::load`), so one that cannot be used ends the
+/// command with a one-line `error: cannot use device cuda:N: <why>; <fix>` and exit code 1.
 pub(crate) fn parse_device(s: &str) -> Result<Device, String> {
-    match s {
-        "auto" => Ok(Device::cuda_if_available()),
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => Ok(Device::Cuda(0)),
-        _ => s
-            .strip_prefix("cuda:")
-            .and_then(|n| n.parse().ok())
-            .map(Device::Cuda)
-            .ok_or_else(|| format!("unknown device `{s}`: use auto, cpu, cuda or cuda:N")),
+    use cutpaste::model::{resolve_device, CudaEnv, DeviceRequest};
+    match s.parse::<DeviceRequest>().map_err(|e| e.to_string())? {
+        DeviceRequest::Auto => {
+            let choice = resolve_device(DeviceRequest::Auto, &CudaEnv::detect())
+                .map_err(|e| e.to_string())?;
+            if let Some(note) = choice.note {
+                static ONCE: std::sync::Once = std::sync::Once::new();
+                ONCE.call_once(|| eprintln!("note: {note}"));
+            }
+            Ok(choice.device)
+        }
+        DeviceRequest::Cpu => Ok(Device::Cpu),
+        DeviceRequest::Cuda(i) => Ok(Device::Cuda(i)),
     }
 }
 
