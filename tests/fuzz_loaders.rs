@@ -206,7 +206,7 @@ fn png_header_edit(b: &mut [u8], field: usize, value: u64, extra: usize) {
         f @ 0..=6 => {
             let (at, len) = IHDR[f];
             b[at..at + len].copy_from_slice(&value.to_be_bytes()[8 - len..]);
-            if extra % 4 != 0 {
+            if !extra.is_multiple_of(4) {
                 fix_crc(b, 8);
             }
         }
@@ -419,12 +419,12 @@ fn edit_json(root: &mut Value, pointer: &str, value: u64, kind: usize) {
 /// Safetensors: the 8-byte header length, or one JSON edit in the tensor table or, half the
 /// time, in the `params` metadata (re-serialised, so the header stays parseable JSON).
 fn checkpoint_header_edit(b: &mut Vec<u8>, field: usize, value: u64, extra: usize) {
-    if field % 16 == 0 {
+    if field.is_multiple_of(16) {
         b[..8].copy_from_slice(&value.to_le_bytes());
         return;
     }
     let (mut header, data) = split_header(b);
-    if field % 2 == 0 {
+    if field.is_multiple_of(2) {
         let mut params: Value =
             serde_json::from_str(header["__metadata__"]["params"].as_str().unwrap()).unwrap();
         let mut points = Vec::new();
