@@ -278,14 +278,7 @@ impl LocalizerParams {
                 ),
             );
         }
-        augmentation
-            .check_image(self.crop_size, self.crop_size)
-            .map_err(|e| {
-                Error::invalid_param(
-                    "localizer.crop_size",
-                    format!("too small for the augmentation: {e}"),
-                )
-            })?;
+        self.check_crop_fits(augmentation)?;
         if let FeatureMode::Fast { shifts } = self.mode {
             if ![1, 2, 4, 8].contains(&shifts) {
                 return bad(
@@ -325,14 +318,7 @@ impl LocalizerParams {
                 ),
             ));
         }
-        augmentation
-            .check_image(self.crop_size, self.crop_size)
-            .map_err(|e| {
-                Error::invalid_param(
-                    "localizer.crop_size",
-                    format!("too small for the augmentation: {e}"),
-                )
-            })?;
+        self.check_crop_fits(augmentation)?;
         if self.pca_dim > DENSE_WIDTH {
             return Err(Error::invalid_param(
                 "localizer.pca_dim",
@@ -340,6 +326,18 @@ impl LocalizerParams {
             ));
         }
         self.check_common()
+    }
+
+    /// The augmentation must fit in a training crop.
+    fn check_crop_fits(&self, augmentation: &Augmentation) -> Result<()> {
+        augmentation
+            .check_image(self.crop_size, self.crop_size)
+            .map_err(|e| {
+                Error::invalid_param(
+                    "localizer.crop_size",
+                    format!("too small for the augmentation: {e}"),
+                )
+            })
     }
 
     fn check_common(&self) -> Result<()> {

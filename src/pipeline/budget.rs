@@ -1,7 +1,7 @@
 //! Training for a wall-clock budget **[our choice; the paper trains for a fixed 65,536 steps]**.
 //!
 //! [`TrainParams::budget`](crate::model::TrainParams::budget) gives the whole `fit` a deadline.
-//! Before a model trains, [`plan_steps`] times [`WARMUP_STEPS`] steps of a throw-away copy of
+//! Before a model trains, `plan_steps` times [`WARMUP_STEPS`] steps of a throw-away copy of
 //! the network on the real batch source and one feature pass over [`PROBE_IMAGES`] images, then
 //! plans as many steps as fit before the deadline once the feature extraction and density fit
 //! that follow are paid for. The cosine schedule then runs over exactly the planned steps, so
