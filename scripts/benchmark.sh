@@ -6,6 +6,7 @@
 #   bash scripts/benchmark.sh ../shared/data/mvtec/bottle ../shared/data/bsdata/ball_screw
 #   BUDGET=10m SEEDS="0 1 2" OUT=results.md bash scripts/benchmark.sh DIR...
 #   TRAIN_ARGS="--recipe paper --size 64" TAG=paper64 bash scripts/benchmark.sh DIR...   # ablations
+#   HEATMAPS=1 bash scripts/benchmark.sh DIR...   # also write eval's overlays to <run>/heatmaps
 #
 # Prints, per folder: dataset | image AUROC | pixel AUROC | AUPRO | test images misclassified at
 # the stored threshold | train wall time | peak RSS of `train` | recipe. Folders without masks
@@ -19,8 +20,9 @@ SEEDS=${SEEDS:-0 1 2}
 TAG=${TAG:-default}
 TRAIN_ARGS=${TRAIN_ARGS:-}
 OUT=${OUT:-}
+HEATMAPS=${HEATMAPS:-}
 if [ $# -eq 0 ]; then
-  sed -n '2,15p' "$0" >&2
+  sed -n '2,16p' "$0" >&2
   exit 2
 fi
 if [ -z "${CUTPASTE_BIN:-}" ]; then
@@ -38,7 +40,8 @@ for dir in "$@"; do
       --budget "$BUDGET" --seed "$seed" --device cpu --force $TRAIN_ARGS > "$run/train.log" 2>&1 ||
       { echo "train failed for $dir seed $seed; see $run/train.log" >&2; tail -3 "$run/train.log" >&2; exit 1; }
     "$CUTPASTE_BIN" eval "$run/model.safetensors" "$dir" --out "$run/eval" --device cpu \
-      --image-level-only --embedding-per-group 0 > "$run/eval.log" 2>&1 ||
+      --image-level-only --embedding-per-group 0 ${HEATMAPS:+--heatmaps "$run/heatmaps"} \
+      > "$run/eval.log" 2>&1 ||
       { echo "eval failed for $dir seed $seed; see $run/eval.log" >&2; tail -3 "$run/eval.log" >&2; exit 1; }
     echo "$name $run" >> "out/bench/$TAG/.runs.$$"
     echo "done: $name seed $seed ($(grep -m1 'image AUROC' "$run/eval/report.md"))" >&2

@@ -248,10 +248,12 @@ fn detector_params(a: &TrainArgs) -> Result<DetectorParams, Box<dyn std::error::
         "auto" => PatchDensity::Auto,
         "shared" => PatchDensity::Shared,
         "per-location" => PatchDensity::PerLocation,
+        "tied" => PatchDensity::Tied,
         g => {
-            return Err(
-                format!("--localizer-gaussian {g}: use auto, shared or per-location").into(),
+            return Err(format!(
+                "--localizer-gaussian {g}: use auto, tied, shared or per-location"
             )
+            .into())
         }
     };
     let base = if mode == FeatureMode::Dense {
