@@ -15,7 +15,8 @@
 //! |---|---|---|---|---|---|---|
 //! | shared:384:4 | 82.5 | … | 93.0 | 52.6 | … | … |
 //! ```
-//! Variants are `density:pca_dim:sigma` (density `shared`, `per-location` or `tied`).
+//! Variants are `density:pca_dim:sigma` (density `shared`, `per-location`, `tied` or
+//! `tied-normalized`).
 use cutpaste::localize::PatchDensity;
 use cutpaste::metrics::roc_auc;
 use cutpaste::prelude::*;
@@ -34,6 +35,7 @@ fn parse_variant(v: &str) -> Result<(PatchDensity, usize, f64)> {
         "shared" => PatchDensity::Shared,
         "per-location" => PatchDensity::PerLocation,
         "tied" => PatchDensity::Tied,
+        "tied-normalized" => PatchDensity::TiedNormalized,
         _ => return Err(bad()),
     };
     Ok((

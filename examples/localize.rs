@@ -11,8 +11,10 @@
 //!  "ms_per_image_min":175.4,"n_test":20,"n_train":24,"patch":32,"peak_rss_mb":1004.3,
 //!  "pixel_auroc":0.9459,"refit_seconds":0.0,"stride":4,"threads":2,"timed_images":5}
 //! {"aupro":0.7812,...,"mode":"sub2","ms_per_image_median":557.8,...,"pixel_auroc":0.9513,...}
+//! {"summary":{"sub2":{"ms":557.8,"pixel_auroc":0.9513},"sub4":{"ms":194.5,"pixel_auroc":0.9459}}}
 //! ```
-//! (one line per mode, each on one line; wrapped and shortened here.)
+//! (one line per mode, each on one line; wrapped and shortened here; the last line sums them
+//! up, with each mode's `speedup_vs_exact` and `ms_ratio_to_exact` when `exact` is a mode.)
 //!
 //! With `--checkpoint FILE` (e.g. a detector from `cutpaste train`, whose patch model was trained
 //! on crops at full resolution), nothing is trained: every mode is refitted on that model's patch
@@ -240,6 +242,7 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         .take(a.timing)
         .map(|s| cutpaste::data::load_rgb(&s.path))
         .collect::<Result<_>>()?;
+    let mut summary: Vec<(String, f64, f64)> = Vec::new(); // (mode, ms median, pixel AUROC)
     for (i, name) in a.modes.iter().enumerate() {
         let t1 = Instant::now();
         if i > 0 || from_checkpoint {
@@ -290,6 +293,30 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
             "peak_rss_mb": peak_rss_mb(),
         });
         println!("{line}");
+        summary.push((
+            name.clone(),
+            line["ms_per_image_median"].as_f64().unwrap_or(f64::NAN),
+            line["pixel_auroc"].as_f64().unwrap_or(f64::NAN),
+        ));
     }
+    println!("{}", summary_line(&summary));
     Ok(())
+}
+
+/// The closing line: per mode, median ms/image, its ratio to the exact mode's (when `exact`
+/// ran) and pixel AUROC, e.g. `{"summary":{"dense":{"ms":31.0,"pixel_auroc":0.97,"speedup_vs_exact":95.2},…}}`.
+fn summary_line(rows: &[(String, f64, f64)]) -> serde_json::Value {
+    let exact = rows.iter().find(|r| r.0 == "exact").map(|r| r.1);
+    let modes: serde_json::Map<String, serde_json::Value> = rows
+        .iter()
+        .map(|(mode, ms, auroc)| {
+            let mut v = serde_json::json!({ "ms": ms, "pixel_auroc": auroc });
+            if let Some(e) = exact {
+                v["speedup_vs_exact"] = serde_json::json!(e / ms);
+                v["ms_ratio_to_exact"] = serde_json::json!(ms / e);
+            }
+            (mode.clone(), v)
+        })
+        .collect();
+    serde_json::json!({ "summary": modes })
 }

@@ -48,7 +48,9 @@ fn pick(test: &[Sample], n: usize) -> Vec<usize> {
 }
 
 fn scaled(img: &RgbImage) -> RgbImage {
-    let w = (img.width() * PANEL_HEIGHT).div_ceil(img.height().max(1)).max(1);
+    let w = (img.width() * PANEL_HEIGHT)
+        .div_ceil(img.height().max(1))
+        .max(1);
     imageops::resize(img, w, PANEL_HEIGHT, imageops::FilterType::Triangle)
 }
 
@@ -57,8 +59,9 @@ fn row(dir: &Path, i: usize, s: &Sample) -> Result<RgbImage> {
     let image = load_rgb(&s.path)?;
     let overlay = load_rgb(overlay_path(dir, i, s))?;
     let mask = match &s.mask {
-        Some(m) => image::DynamicImage::ImageLuma8(cutpaste::data::image_io::load_mask(m)?)
-            .to_rgb8(),
+        Some(m) => {
+            image::DynamicImage::ImageLuma8(cutpaste::data::image_io::load_mask(m)?).to_rgb8()
+        }
         None => RgbImage::new(image.width(), image.height()),
     };
     let panels: Vec<RgbImage> = [image, overlay, mask].iter().map(scaled).collect();

@@ -105,6 +105,7 @@ macro_rules! setter {
     };
 }
 
+pub mod atomic_file;
 pub mod augment;
 pub mod data;
 pub mod density;

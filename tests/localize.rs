@@ -348,3 +348,60 @@ fn map_peak_lies_on_the_planted_defect() {
     }
     assert_eq!(checked, 12);
 }
+
+/// The dense recipe end to end (defaults but the tiny training, 128² images): a square
+/// planted at the left edge, in the bottom-right corner and in the middle of a good test image
+/// raises the map most on the square (argmax of the map minus the good image's map), and by a
+/// similar amount at the corner as in the middle. The upsampling divides by the kernel overlap;
+/// without that division an edge cell lost ~4× and a corner ~16× (see `localize::upsample`).
+#[test]
+fn dense_map_rises_on_squares_planted_at_an_edge_a_corner_and_the_middle() {
+    let side = 128u32;
+    let spec = SyntheticSpec::new(SyntheticKind::Part)
+        .side(side)
+        .counts(40, 1, 0)
+        .seed(9);
+    let train: Vec<RgbImage> = (0..spec.n_train).map(|i| spec.train_image(i)).collect();
+    let loc = LocalizerParams::dense()
+        .steps(3)
+        .batch_images(4)
+        .pca_dim(32)
+        .pca_images(8);
+    let det = tiny_params(loc)
+        .fit_images_with(train, |_| Control::Continue)
+        .unwrap();
+    let good = spec.test_good_image(0);
+    let base = det.localize(&good).unwrap().into_array();
+    let mut rise = Vec::new();
+    // (x0, y0) of a 16 × 16 square
+    for (name, x0, y0) in [
+        ("left edge", 0u32, 56u32),
+        ("corner", 112, 112),
+        ("middle", 56, 56),
+    ] {
+        let mut img = good.clone();
+        for y in y0..y0 + 16 {
+            for x in x0..x0 + 16 {
+                img.put_pixel(x, y, image::Rgb([255, 0, 255]));
+            }
+        }
+        let map = det.localize(&img).unwrap();
+        assert_eq!((map.width(), map.height()), (side, side));
+        let diff = map.into_array() - &base;
+        let (mut best, mut at) = (f32::MIN, (0, 0));
+        for ((y, x), &v) in diff.indexed_iter() {
+            if v > best {
+                (best, at) = (v, (x as u32, y as u32));
+            }
+        }
+        let near = |v: u32, lo: u32| v + 8 >= lo && v < lo + 16 + 8;
+        eprintln!("{name}: largest rise {best:.1} at {at:?}");
+        assert!(
+            near(at.0, x0) && near(at.1, y0),
+            "{name}: largest rise at {at:?}, square at ({x0}, {y0}) + 16"
+        );
+        rise.push(best);
+    }
+    // the corner's rise is of the middle's order (unnormalised it would be ~16× smaller)
+    assert!(rise[1] > 0.25 * rise[2], "rises {rise:?}");
+}

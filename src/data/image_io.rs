@@ -137,7 +137,7 @@ pub fn image_size(path: impl AsRef<Path>) -> Result<(u32, u32)> {
     })
 }
 
-/// Writes an image atomically: encodes to a temporary file next to `path`, then renames it.
+/// Writes an image atomically ([`crate::atomic_file`]).
 /// The format follows the extension of `path`.
 pub fn save_atomic<P, C>(img: &image::ImageBuffer<P, C>, path: impl AsRef<Path>) -> Result<()>
 where
@@ -150,25 +150,15 @@ where
         path: path.to_path_buf(),
         source,
     })?;
-    let tmp = tmp_path(path);
-    img.save_with_format(&tmp, format)
-        .map_err(|source| Error::Image {
-            path: path.to_path_buf(),
-            source,
-        })
-        .and_then(|_| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)))
-        .inspect_err(|_| {
-            let _ = std::fs::remove_file(&tmp);
-        })
-}
-
-/// `dir/.name.tmp<pid>` beside `path`.
-pub(crate) fn tmp_path(path: &Path) -> std::path::PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp{}", std::process::id()))
+    crate::atomic_file::write_atomic_with(path, |f| {
+        let mut w = std::io::BufWriter::new(f);
+        img.write_to(&mut w, format)
+            .map_err(|source| Error::Image {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        std::io::Write::flush(&mut w).map_err(|e| Error::io(path, e))
+    })
 }
 
 pub(crate) fn check_side(side: u32) -> Result<()> {

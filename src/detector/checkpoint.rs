@@ -24,7 +24,6 @@ use crate::pipeline::{Backbone, DetectorParams, ImageScore, StageRecord};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 use tch::Device;
@@ -114,7 +113,7 @@ impl Detector {
     /// Writes the detector to one `.safetensors` file, atomically. See the module docs.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        write_atomic(path, &self.serialize(path)?)
+        crate::atomic_file::write_atomic(path, &self.serialize(path)?)
     }
 
     /// The bytes [`save`](Self::save) writes (one safetensors file).
@@ -442,21 +441,6 @@ fn load_arrays(st: &SafeTensors<'_>, path: &Path, prefix: &str) -> Result<Vec<Na
         });
     }
     Ok(arrays)
-}
-
-/// Writes `bytes` to a temporary file beside `path`, syncs it, then renames it over `path`.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = crate::data::image_io::tmp_path(path);
-    let res = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    res.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
 }
 
 #[cfg(test)]

@@ -102,35 +102,10 @@ impl AnomalyMap {
     ///
     /// Errors: a zero side → [`Error::InvalidParam`].
     pub fn resize(&self, width: u32, height: u32) -> Result<AnomalyMap> {
-        if width == 0 || height == 0 {
-            return Err(Error::invalid_param(
-                "width/height",
-                format!("a resized map needs at least 1x1 pixels, got {width}x{height}"),
-            ));
-        }
-        let (h, w) = self.values.dim();
-        let xs = taps(w, width as usize);
-        let ys = taps(h, height as usize);
-        let v = &self.values;
-        let out = Array2::from_shape_fn((height as usize, width as usize), |(y, x)| {
-            let ((y0, y1, fy), (x0, x1, fx)) = (ys[y], xs[x]);
-            let top = v[(y0, x0)] * (1.0 - fx) + v[(y0, x1)] * fx;
-            let bottom = v[(y1, x0)] * (1.0 - fx) + v[(y1, x1)] * fx;
-            top * (1.0 - fy) + bottom * fy
-        });
-        AnomalyMap::new(out)
+        AnomalyMap::new(crate::localize::resize_bilinear(
+            self.values.view(),
+            width,
+            height,
+        )?)
     }
-}
-
-/// For each of `n_out` output positions: the two source indices and the weight of the second.
-fn taps(n_in: usize, n_out: usize) -> Vec<(usize, usize, f32)> {
-    let scale = n_in as f64 / n_out as f64;
-    (0..n_out)
-        .map(|o| {
-            let src = ((o as f64 + 0.5) * scale - 0.5).max(0.0);
-            let i0 = (src.floor() as usize).min(n_in - 1);
-            let i1 = (i0 + 1).min(n_in - 1);
-            (i0, i1, (src - i0 as f64) as f32)
-        })
-        .collect()
 }

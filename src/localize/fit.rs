@@ -41,7 +41,10 @@ fn resolve(lp: &LocalizerParams, images: &[RgbImage]) -> Result<LocalizerParams>
         _ => 512,
     };
     let (density, d) = lp.density.resolve(all_same, lp.pca_dim, width);
-    let per_cell = matches!(density, PatchDensity::PerLocation | PatchDensity::Tied);
+    let per_cell = matches!(
+        density,
+        PatchDensity::PerLocation | PatchDensity::Tied | PatchDensity::TiedNormalized
+    );
     if per_cell && !all_same {
         return Err(Error::invalid_param(
             "localizer.density",

@@ -10,7 +10,7 @@ use crate::data::synthetic::mix;
 use crate::data::Normalization;
 use crate::error::{Error, Result};
 use crate::heatmap::AnomalyMap;
-use crate::model::{train, Classifier, ClassifierConfig, Control};
+use crate::model::{train, Classifier, Control};
 use crate::pipeline::budget::{self, plan_steps, Deadline, PROBE_IMAGES};
 use crate::pipeline::{DetectorParams, FitEvent, StageRecord};
 use image::RgbImage;
@@ -61,11 +61,7 @@ impl Localizer {
         lp.check(side, det.augmentation_config())?;
         let images = Arc::new(prepare_all(lp, side, images));
         let seed = mix(det.seed, PATCH_STREAM);
-        let mut config = ClassifierConfig::new(det.augmentation.num_classes() as i64, det.device);
-        config.head = det.head.clone();
-        if let Some(f) = det.fast_path {
-            config.fast_path = f;
-        }
+        let config = det.classifier_config();
         let mut classifier = Classifier::new(&config, det.device, seed)?;
         // images smaller than the crop at the working size (e.g. 32² tests) train on whole images
         let short = images.iter().map(|i| i.width().min(i.height())).min();

@@ -15,6 +15,9 @@ use ndarray_linalg::{Eigh, InverseH, UPLO};
 pub const REG_COVAR: f64 = 1e-6;
 /// At most this many rows fit the shared Gaussian (an even subsample of all cells).
 pub(crate) const SHARED_ROWS: usize = 100_000;
+/// Pseudo-images at the all-cell mean that shrink each cell's divisor in
+/// [`PatchDensity::TiedNormalized`], so a cell seen by few images stays near 1 **[our choice]**.
+pub const SCALE_PRIOR: f64 = 4.0;
 
 /// Fitted patch Gaussians: PCA basis + per-cell (or shared) means and precision matrices.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,6 +31,8 @@ pub struct PatchGaussians {
     means: Array2<f32>,
     /// `[G, d, d]` inverse covariances.
     precisions: Array3<f32>,
+    /// `[cells]` per-cell score divisors ([`PatchDensity::TiedNormalized`] only).
+    scales: Option<Array1<f32>>,
 }
 
 /// L2-normalises each row in place (PAPER.md "GDE: L2-normalise features").
@@ -49,7 +54,12 @@ impl PatchGaussians {
 
     /// Bytes actually held by its arrays.
     pub fn memory_bytes(&self) -> usize {
-        4 * (self.pca_mean.len() + self.projection.len() + self.means.len() + self.precisions.len())
+        let scales = self.scales.as_ref().map_or(0, |s| s.len());
+        4 * (self.pca_mean.len()
+            + self.projection.len()
+            + self.means.len()
+            + self.precisions.len()
+            + scales)
     }
 
     /// Fits the PCA basis (`d` leading components) on L2-normalised `[n, 512]` rows.
@@ -98,8 +108,12 @@ impl PatchGaussians {
         projection: Array2<f32>,
         z: ArrayView3<f32>,
     ) -> Result<Self> {
-        if kind == PatchDensity::Tied {
-            return Self::fit_tied(pca_mean, projection, z);
+        match kind {
+            PatchDensity::Tied => return Self::fit_tied(pca_mean, projection, z),
+            PatchDensity::TiedNormalized => {
+                return Self::fit_tied(pca_mean, projection, z)?.normalized(z)
+            }
+            _ => {}
         }
         let (n, cells, d) = z.dim();
         let groups = match kind {
@@ -133,7 +147,37 @@ impl PatchGaussians {
             projection,
             means,
             precisions,
+            scales: None,
         })
+    }
+
+    /// [`PatchDensity::TiedNormalized`] from a fitted tied density and its training features
+    /// `[n, cells, d]`: cell `c`'s divisor is its mean squared distance over the `n` images,
+    /// shrunk toward the mean over all cells as if [`SCALE_PRIOR`] more images had scored that
+    /// mean, then divided by the all-cell mean (so divisors average ≈ 1 and scores keep their
+    /// tied magnitude).
+    fn normalized(mut self, z: ArrayView3<f32>) -> Result<Self> {
+        let (n, cells, _) = z.dim();
+        let p = self.precisions.index_axis(Axis(0), 0);
+        let mut sums = Array1::<f64>::zeros(cells);
+        for image in z.outer_iter() {
+            // [cells, d] residuals from each cell's mean
+            let diff = &image - &self.means;
+            let m = (&diff.dot(&p) * &diff).sum_axis(Axis(1));
+            sums.zip_mut_with(&m, |a, &b| *a += f64::from(b));
+        }
+        let overall = sums.sum() / (n * cells).max(1) as f64;
+        if !(overall.is_finite() && overall > 0.0) {
+            return Err(Error::invalid_param(
+                "features",
+                "the training images' patch features do not vary: cannot normalise the cells",
+            ));
+        }
+        let k = SCALE_PRIOR;
+        self.scales =
+            Some(sums.mapv(|sum| ((sum + k * overall) / (n as f64 + k) / overall) as f32));
+        self.kind = PatchDensity::TiedNormalized;
+        Ok(self)
     }
 
     /// [`PatchDensity::Tied`]: the mean of each cell over the `n` images, and one Ledoit–Wolf
@@ -173,6 +217,7 @@ impl PatchGaussians {
             projection,
             means,
             precisions,
+            scales: None,
         })
     }
 
@@ -197,7 +242,11 @@ impl PatchGaussians {
                 &z - &self.means
             };
             let p = self.precisions.index_axis(Axis(0), 0);
-            return Ok((&diff.dot(&p) * &diff).sum_axis(Axis(1)));
+            let m = (&diff.dot(&p) * &diff).sum_axis(Axis(1));
+            return Ok(match &self.scales {
+                Some(scales) => m / scales,
+                None => m,
+            });
         }
         let mut out = Array1::zeros(z.nrows());
         for (c, row) in z.outer_iter().enumerate() {
@@ -248,6 +297,13 @@ impl PatchGaussians {
                 self.precisions.iter().copied().collect(),
             ),
         ]
+        .into_iter()
+        .chain(
+            self.scales
+                .as_ref()
+                .map(|s| arr("cell_scales", s.shape(), s.to_vec())),
+        )
+        .collect()
     }
 
     /// Rebuilds from [`to_arrays`](Self::to_arrays)'s output; errors name the missing or
@@ -275,7 +331,21 @@ impl PatchGaussians {
         let (s2, v2) = get("means", 2)?;
         let (s3, v3) = get("precisions", 3)?;
         let d = s1[1];
-        let groups_ok = s3[0] == s2[0] || (kind == PatchDensity::Tied && s3[0] == 1);
+        let tied = matches!(kind, PatchDensity::Tied | PatchDensity::TiedNormalized);
+        let groups_ok = s3[0] == s2[0] || (tied && s3[0] == 1);
+        let scales = match kind {
+            PatchDensity::TiedNormalized => {
+                let (s4, v4) = get("cell_scales", 1)?;
+                if s4[0] != s2[0] {
+                    return Err(Error::invalid_param(
+                        "localizer",
+                        "`cell_scales` does not have one value per cell",
+                    ));
+                }
+                Some(Array1::from_vec(v4))
+            }
+            _ => None,
+        };
         if s1[0] != s0[0] || s2[1] != d || !groups_ok || s3[1] != d || s3[2] != d {
             return Err(Error::invalid_param(
                 "localizer",
@@ -288,6 +358,7 @@ impl PatchGaussians {
             projection: Array2::from_shape_vec((s1[0], d), v1).map_err(bad)?,
             means: Array2::from_shape_vec((s2[0], d), v2).map_err(bad)?,
             precisions: Array3::from_shape_vec((s3[0], d, d), v3).map_err(bad)?,
+            scales,
         })
     }
 }
@@ -372,5 +443,55 @@ mod tests {
         }
         // a shifted cell-0 feature scores far higher at cell 0 than the same value at cell 1's mean
         assert!(got[2] > got[0]);
+    }
+
+    #[test]
+    fn tied_normalized_divides_each_cell_by_its_mean_training_score() {
+        // 20 images, 2 cells, d = 2: cell 1 varies 3× more than cell 0
+        let z = Array3::from_shape_fn((20, 2, 2), |(i, c, k)| {
+            let noise = ((i * 7 + k * 5 + c) % 9) as f32 / 9.0 - 0.45;
+            noise * if c == 1 { 3.0 } else { 1.0 }
+        });
+        let fit = |kind| PatchGaussians::fit(kind, Array1::zeros(2), Array2::eye(2), z.view());
+        let tied = fit(PatchDensity::Tied).unwrap();
+        let norm = fit(PatchDensity::TiedNormalized).unwrap();
+        assert_eq!(norm.kind(), PatchDensity::TiedNormalized);
+        // Oracle by hand: in-sample squared distances under the tied Gaussian, per cell
+        let p: Array2<f64> = tied.precisions.index_axis(Axis(0), 0).mapv(f64::from);
+        let mut sums = [0.0f64; 2];
+        for i in 0..20 {
+            for (c, sum) in sums.iter_mut().enumerate() {
+                let diff =
+                    Array1::from_shape_fn(2, |k| f64::from(z[[i, c, k]] - tied.means[[c, k]]));
+                *sum += diff.dot(&p.dot(&diff));
+            }
+        }
+        let overall = (sums[0] + sums[1]) / 40.0;
+        let want: Vec<f64> = sums
+            .iter()
+            .map(|s| (s + SCALE_PRIOR * overall) / (20.0 + SCALE_PRIOR) / overall)
+            .collect();
+        let got = norm.scales.as_ref().unwrap();
+        for c in 0..2 {
+            assert!(
+                (f64::from(got[c]) - want[c]).abs() < 1e-4,
+                "{got} vs {want:?}"
+            );
+        }
+        assert!(
+            got[1] > 2.0 * got[0],
+            "the noisier cell gets the larger divisor: {got}"
+        );
+        // scores are the tied scores divided by the divisors
+        let q = Array2::from_shape_vec((2, 2), vec![0.6f32, 0.8, -0.8, 0.6]).unwrap();
+        let (a, b) = (tied.score(&q).unwrap(), norm.score(&q).unwrap());
+        for c in 0..2 {
+            assert!((b[c] - a[c] / got[c]).abs() <= 1e-5 * a[c].abs().max(1.0));
+        }
+        // and the divisors survive the checkpoint arrays
+        let back = PatchGaussians::from_arrays(PatchDensity::TiedNormalized, &norm.to_arrays());
+        assert_eq!(back.unwrap(), norm);
+        let tied_arrays = tied.to_arrays();
+        assert!(PatchGaussians::from_arrays(PatchDensity::TiedNormalized, &tied_arrays).is_err());
     }
 }

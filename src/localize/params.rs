@@ -72,6 +72,11 @@ pub enum PatchDensity {
     /// needs far fewer images than its covariance, so this works with few training images and
     /// the full feature width (or `pca_dim` PCA dimensions), and stays aligned to the object.
     Tied,
+    /// **[our choice]** [`Tied`](Self::Tied), with each cell's score divided by that cell's
+    /// mean score over the training images (relative to the mean over all cells): one number
+    /// per cell instead of a covariance, so parts of the object that vary more in normal images
+    /// (edges, threads) do not outscore small defects on calm regions.
+    TiedNormalized,
 }
 
 impl PatchDensity {

@@ -3,7 +3,6 @@ use crate::error::{Error, Result};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
@@ -143,9 +142,7 @@ pub(crate) fn f32_bytes(t: &Tensor) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// Writes `tensors` (fp32) and `metadata` to `path` atomically: a temporary file in the same
-/// folder, flushed to disk, then renamed over `path`. A crash leaves the old file or the new one,
-/// never a torn one.
+/// Writes `tensors` (fp32) and `metadata` to `path` atomically ([`crate::atomic_file`]).
 pub(crate) fn write_atomic(
     path: &Path,
     tensors: &BTreeMap<String, Tensor>,
@@ -166,25 +163,5 @@ pub(crate) fn write_atomic(
         .collect::<Result<Vec<_>>>()?;
     let serialized =
         safetensors::tensor::serialize(views, &Some(metadata)).map_err(|e| corrupt(path, e))?;
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| Error::invalid_param("path", format!("{} names no file", path.display())))?;
-    let tmp = path.with_file_name(format!(
-        ".{}.{}.tmp",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&serialized)?;
-        f.sync_all()
-    };
-    if let Err(e) = write() {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(&tmp, e));
-    }
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
+    crate::atomic_file::write_atomic(path, &serialized)
 }

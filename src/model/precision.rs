@@ -45,6 +45,14 @@ pub enum Precision {
 }
 
 /// Precision and memory layout of the network's forward pass.
+///
+/// All paths compute the same function; what differs is rounding. Tested tolerances for one
+/// set of weights (`tests/model.rs`): fp32 channels-last agrees with fp32 NCHW within 1e-4 per
+/// logit and 1e-4 relative per Gaussian anomaly score; bf16 within 0.1 per logit and 5 %
+/// relative per score, ranking images alike (Spearman ρ ≥ 0.9). So a checkpoint scores alike
+/// on any machine. Two detectors *trained* on different paths are different detectors: rounding
+/// differences change the SGD trajectory (on a 6-image toy set their scores differed by up to
+/// 34 %), as two seeds do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct FastPath {
     /// Arithmetic precision.

@@ -423,13 +423,20 @@ impl DetectorParams {
         self.density.fit(features.view())
     }
 
-    fn new_classifier(&self) -> Result<Classifier> {
+    /// The classifier these params describe: the augmentation's classes, the head, and the
+    /// fast path ([`FastPath::auto`](crate::model::FastPath::auto) unless one was set). The
+    /// image model and the localizer's patch model are both built from it.
+    pub(crate) fn classifier_config(&self) -> ClassifierConfig {
         let mut config = ClassifierConfig::new(self.augmentation.num_classes() as i64, self.device);
         config.head = self.head.clone();
         if let Some(f) = self.fast_path {
             config.fast_path = f;
         }
-        let mut classifier = Classifier::new(&config, self.device, self.seed)?;
+        config
+    }
+
+    fn new_classifier(&self) -> Result<Classifier> {
+        let mut classifier = Classifier::new(&self.classifier_config(), self.device, self.seed)?;
         if let Some(p) = &self.backbone.pretrained {
             classifier.load_backbone(p)?;
         }

@@ -122,9 +122,7 @@ impl Report {
             self.n_train
         );
         let index = dir.join("index.html");
-        let tmp = dir.join(".index.html.tmp");
-        std::fs::write(&tmp, html).map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, &index).map_err(|e| Error::io(&index, e))?;
+        crate::atomic_file::write_atomic(&index, html.as_bytes())?;
         Ok(HtmlReport {
             index,
             images,

@@ -49,9 +49,7 @@ pub(crate) fn run(a: EvalArgs) -> Result<Outcome, Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&a.out).map_err(|e| cutpaste::Error::io(&a.out, e))?;
     let write = |name: &str, text: String| -> cutpaste::Result<()> {
         let path = a.out.join(name);
-        let tmp = a.out.join(format!(".{name}.tmp"));
-        std::fs::write(&tmp, text).map_err(|e| cutpaste::Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| cutpaste::Error::io(&path, e))
+        cutpaste::atomic_file::write_atomic(&path, text.as_bytes())
     };
     write("report.json", report.to_json())?;
     write("report.md", report.to_markdown())?;

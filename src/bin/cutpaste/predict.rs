@@ -77,9 +77,7 @@ pub(crate) fn run(a: PredictArgs) -> Result<Outcome, Box<dyn std::error::Error>>
     }
     match &a.csv {
         Some(p) => {
-            let tmp = p.with_extension("csv.tmp");
-            std::fs::write(&tmp, &csv).map_err(|e| cutpaste::Error::io(&tmp, e))?;
-            std::fs::rename(&tmp, p).map_err(|e| cutpaste::Error::io(p, e))?;
+            cutpaste::atomic_file::write_atomic(p, csv.as_bytes())?;
             eprintln!("wrote {} rows to {}", paths.len(), p.display());
         }
         None => std::io::stdout().write_all(csv.as_bytes())?,

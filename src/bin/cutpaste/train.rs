@@ -249,9 +249,10 @@ fn detector_params(a: &TrainArgs) -> Result<DetectorParams, Box<dyn std::error::
         "shared" => PatchDensity::Shared,
         "per-location" => PatchDensity::PerLocation,
         "tied" => PatchDensity::Tied,
+        "tied-normalized" => PatchDensity::TiedNormalized,
         g => {
             return Err(format!(
-                "--localizer-gaussian {g}: use auto, tied, shared or per-location"
+                "--localizer-gaussian {g}: use auto, tied, tied-normalized, shared or per-location"
             )
             .into())
         }
