@@ -404,4 +404,12 @@ fn dense_map_rises_on_squares_planted_at_an_edge_a_corner_and_the_middle() {
     }
     // the corner's rise is of the middle's order (unnormalised it would be ~16× smaller)
     assert!(rise[1] > 0.25 * rise[2], "rises {rise:?}");
+    // images of another size (or aspect) are scored on the training grid: a map of their own
+    // size, no grid mismatch (tied Gaussians are per cell)
+    for (w, h) in [(96u32, 160u32), (1, 1), (300, 40)] {
+        let odd = imageops::resize(&good, w, h, imageops::FilterType::Triangle);
+        let map = det.localize(&odd).unwrap();
+        assert_eq!((map.width(), map.height()), (w, h));
+        assert!(det.score(&odd).unwrap().is_finite());
+    }
 }

@@ -3,7 +3,7 @@ use super::dense::dense_grid;
 use super::features::grid_side;
 use super::fit::{features_of, fit_gaussians};
 use super::gaussians::PatchGaussians;
-use super::params::{FeatureMode, LocalizerParams};
+use super::params::{FeatureMode, LocalizerParams, PatchDensity};
 use super::source::PatchSource;
 use super::upsample::{resize_bilinear, upsample_dense, upsample_scores};
 use crate::data::synthetic::mix;
@@ -57,6 +57,7 @@ impl Localizer {
         deadline: Option<Deadline>,
         callback: &mut dyn FnMut(&FitEvent) -> Control,
     ) -> Result<(Self, StageRecord)> {
+        let lp = &lp.clone().unfitted();
         let side = det.input_size();
         lp.check(side, det.augmentation_config())?;
         let images = Arc::new(prepare_all(lp, side, images));
@@ -113,8 +114,7 @@ impl Localizer {
         let params = lp
             .clone()
             .steps(training.steps)
-            .density(gaussians.kind())
-            .pca_dim(gaussians.dim());
+            .fitted_to(&gaussians, &images);
         let loc = Self {
             classifier,
             gaussians,
@@ -136,9 +136,10 @@ impl Localizer {
         images: &[RgbImage],
         callback: &mut dyn FnMut(&FitEvent) -> Control,
     ) -> Result<()> {
+        let lp = &lp.clone().unfitted();
         let images = prepare_all(lp, self.side, images);
         let g = fit_gaussians(&self.classifier, &self.normalization, lp, &images, callback)?;
-        self.params = lp.clone().density(g.kind()).pca_dim(g.dim());
+        self.params = lp.clone().fitted_to(&g, &images);
         self.gaussians = g;
         Ok(())
     }
@@ -269,6 +270,30 @@ impl Localizer {
     /// The detector's square input side (the working side when `resolution` is 0).
     pub fn input_side(&self) -> u32 {
         self.side
+    }
+}
+
+impl LocalizerParams {
+    /// Without the fitted working size (the user's parameters, before a fit).
+    fn unfitted(self) -> Self {
+        Self {
+            fitted_size: None,
+            ..self
+        }
+    }
+
+    /// The parameters a fitted localizer records: the resolved density and PCA width, and for
+    /// per-cell densities the working size of the (prepared) training images.
+    fn fitted_to(self, g: &PatchGaussians, images: &[RgbImage]) -> Self {
+        let per_cell = matches!(
+            g.kind(),
+            PatchDensity::PerLocation | PatchDensity::Tied | PatchDensity::TiedNormalized
+        );
+        let size = images.first().filter(|_| per_cell).map(|i| i.dimensions());
+        Self {
+            fitted_size: size,
+            ..self.density(g.kind()).pca_dim(g.dim())
+        }
     }
 }
 

@@ -123,6 +123,14 @@ pub struct LocalizerParams {
     /// patch modes. 0 means the detector's input side (files written before this field).
     #[serde(default)]
     pub resolution: u32,
+    /// **Set when fitting, not by the user:** the working size `(width, height)` of the
+    /// training images when the density is per cell ([`PatchDensity::PerLocation`],
+    /// [`Tied`](PatchDensity::Tied), [`TiedNormalized`](PatchDensity::TiedNormalized)). In
+    /// [`FeatureMode::Dense`] every scored image is resized to it, so the grid cells line up
+    /// with the training ones whatever the image's size (a camera's images normally all have
+    /// the training size already). `None` in files written before this field.
+    #[serde(default)]
+    pub fitted_size: Option<(u32, u32)>,
 }
 
 impl Default for LocalizerParams {
@@ -148,6 +156,7 @@ impl LocalizerParams {
             batch_images: 32,
             feature_batch: 256,
             resolution: 0,
+            fitted_size: None,
         }
     }
 
@@ -176,6 +185,9 @@ impl LocalizerParams {
         };
         if self.mode != FeatureMode::Dense {
             return (r, r);
+        }
+        if let Some(size) = self.fitted_size {
+            return size;
         }
         let short = w.min(h).max(1);
         let scale = (f64::from(r) / f64::from(short)).min(1.0);

@@ -39,9 +39,11 @@ pub(crate) struct TrainArgs {
     #[arg(long, default_value_t = 256)]
     resolution: u32,
     /// Density of the localizer's patch features: `auto` (tied when all training images have
-    /// one size, else shared), `tied` (a mean per grid cell, one covariance; images of one
-    /// size), `shared` (one Gaussian for all positions; any sizes) or `per-location` (a
-    /// Gaussian per cell on 64 PCA dimensions; needs hundreds of images).
+    /// one size, else shared), `tied` (a mean per grid cell, one covariance, 128 PCA
+    /// dimensions; images of one size), `tied-normalized` (tied, each cell's score divided by
+    /// its mean over the training images: for small defects next to busy regions), `shared`
+    /// (one Gaussian for all positions; any sizes) or `per-location` (a Gaussian per cell on 64
+    /// PCA dimensions; needs hundreds of images).
     #[arg(long, default_value = "auto")]
     localizer_gaussian: String,
     /// Source images per step; each yields one view per class (paper: 32).
