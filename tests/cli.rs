@@ -227,6 +227,19 @@ fn usage_and_input_errors_have_distinct_exit_codes() {
     let o = cutpaste(&["train", "x", "-o", "y", "--variant", "rotation-9000"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--variant"), "{}", stderr(&o));
+    // An -o in a missing folder fails before anything is read or trained (the dataset path
+    // does not even exist), naming the folder.
+    let o = train(
+        Path::new("no/such/data"),
+        &dir.path().join("no_dir/m.safetensors"),
+        &["--size", "32"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("no_dir") && stderr(&o).contains("does not exist"),
+        "{}",
+        stderr(&o)
+    );
     // An empty training folder: code 1, the message names the folder.
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();

@@ -190,9 +190,22 @@ impl Localizer {
             .zip(&prepared)
             .map(|(f, img)| {
                 let (rows, cols) = grid_dims(&self.params, img);
+                let scores = self.gaussians.score(f).map_err(|e| match e {
+                    Error::DimensionMismatch { expected, got, .. } => Error::invalid_param(
+                        "image",
+                        format!(
+                            "at its working size {}×{} the image has {got} grid cells, but this \
+                             localizer was fitted on {expected} (a checkpoint written before \
+                             the training size was recorded): resize images to the training \
+                             images' size, or retrain with this version",
+                            img.width(),
+                            img.height()
+                        ),
+                    ),
+                    other => other,
+                })?;
                 // [rows · cols] -> [rows, cols]
-                self.gaussians
-                    .score(f)?
+                scores
                     .into_shape_with_order((rows, cols))
                     .map_err(|e| Error::invalid_param("scores", e.to_string()))
             })

@@ -74,6 +74,27 @@ pub(crate) fn check_new_file(path: &Path, force: bool) -> Result<(), String> {
             path.display()
         ));
     }
+    // an unwritable destination must fail now, not after a training run
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(format!(
+            "cannot write {}: the folder {} does not exist; create it or choose another path",
+            path.display(),
+            dir.display()
+        ));
+    }
+    tempfile::Builder::new()
+        .prefix(".cutpaste-write-check")
+        .tempfile_in(dir)
+        .map_err(|e| {
+            format!(
+                "cannot write {} ({e}); choose a path in a writable folder",
+                path.display()
+            )
+        })?;
     Ok(())
 }
 
