@@ -240,6 +240,17 @@ fn usage_and_input_errors_have_distinct_exit_codes() {
         "{}",
         stderr(&o)
     );
+    // A budget too long for a Duration is a usage error, not a panic.
+    let o = cutpaste(&[
+        "train",
+        "x",
+        "-o",
+        "y",
+        "--budget",
+        "99999999999999999999999999s",
+    ]);
+    assert!(matches!(o.status.code(), Some(1 | 2)), "{:?}", o.status);
+    assert!(stderr(&o).contains("too long"), "{}", stderr(&o));
     // An empty training folder: code 1, the message names the folder.
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();

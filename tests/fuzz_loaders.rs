@@ -599,6 +599,18 @@ fn checkpoint_metadata_cannot_request_huge_allocations() {
         &with_param(|p| p["num_classes"] = 1_000_000_000.into()),
         "head",
     );
+    // a damaged training record (a negative or absurd budget; found by the 10,000-case fuzz,
+    // which panicked converting it to a Duration) still loads: the budget is only a record
+    for budget in [-5.0, 1e300] {
+        let b = with_param(|p| {
+            p["training_record"] = serde_json::json!([{
+                "stage": "image", "budget_seconds": budget, "planned_steps": 2,
+                "step_seconds": 0.0, "post_seconds": 0.0, "train_seconds": 0.0
+            }])
+        });
+        let det = Detector::from_bytes(&b, Device::Cpu).unwrap();
+        assert!(det.score(image).unwrap().is_finite());
+    }
     // a side of 10⁹ pixels would be allocated when scoring
     checkpoint_error(
         &with_param(|p| p["image_size"] = 1_000_000_000.into()),

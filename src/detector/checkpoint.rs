@@ -288,7 +288,8 @@ fn meta_params(meta: &Meta, device: Device) -> DetectorParams {
             .training_record
             .first()
             .and_then(|r| r.budget_seconds)
-            .map(Duration::from_secs_f64),
+            // a negative or huge value (a damaged file) means no budget, never a panic
+            .and_then(|s| Duration::try_from_secs_f64(s).ok()),
     };
     let mut params = DetectorParams::default()
         .augmentation(meta.augmentation.clone())

@@ -132,7 +132,7 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     if !(total.is_finite() && total >= 1.0) {
         return Err(format!("--budget {s}: must be at least 1 s"));
     }
-    Ok(Duration::from_secs_f64(total))
+    Duration::try_from_secs_f64(total).map_err(|_| format!("--budget {s}: too long"))
 }
 
 enum Threshold {
