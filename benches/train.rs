@@ -8,10 +8,11 @@
 //! ```
 //!
 //! `throughput` (default) prints one JSON line per configuration, each measured in its own
-//! process (so `peak_rss_mib` is that configuration's): for every size, ours in fp32, fp32 +
-//! channels-last and bf16 + channels-last, then the PyTorch reference
-//! `benches/reference/train_torch.py` (when `.venv/bin/python` can import torchvision) in fp32
-//! and in its faster precision. Batches are the 3-way shape, 32 source images × 3 views = 96, of
+//! process (so `peak_rss_mib` is that configuration's): for every size, ours in fp32 and fp32 +
+//! channels-last (`"auto": true` marks what [`FastPath::auto`] picks on this machine), then the
+//! PyTorch reference `benches/reference/train_torch.py` (Python from `.venv-ref`, set up by
+//! `bash benches/reference/setup.sh`) in fp32 and fp32 + channels-last, and finally one `ratio`
+//! line: our default and our best against the reference's best, with both peak RSS. Batches are the 3-way shape, 32 source images × 3 views = 96, of
 //! the toy cut-paste task ([`cutpaste::model::ToySource`], mirrored in the reference) on
 //! `../shared/data/mvtec/bottle/train/good` resized once (synthetic images when absent).
 //! Throughput = views / wall time of a step, data feeding included; median over the timed steps
@@ -26,16 +27,19 @@
 //!
 //! Environment: `CUTPASTE_BENCH_SIZES` (default `256,128`), `CUTPASTE_BENCH_STEPS` (timed steps,
 //! default 5), `CUTPASTE_BENCH_WARMUP` (default 2), `CUTPASTE_BENCH_CONFIGS` (default
-//! `fp32,fp32cl,bf16cl,ref-fp32,ref-bf16cl`), `CUTPASTE_BENCH_THREADS` (intra-op threads,
-//! default: all cores), `CUTPASTE_BENCH_DATA` (image folder), `CUTPASTE_BENCH_PYTHON` (default
-//! `.venv/bin/python`; `none` skips the reference), `CUTPASTE_BENCH_BATCH_IMAGES` (source images
-//! per batch, default 32; the reference always uses 32).
+//! `fp32,fp32cl,ref-fp32,ref-fp32cl`; also `bf16cl` and `ref-bf16cl`, ~3.6× slower on CPUs
+//! without AMX/AVX512-BF16), `CUTPASTE_BENCH_THREADS` (intra-op threads,
+//! default: all cores), `CUTPASTE_BENCH_PREFETCH` (`workers:depth` of the batch feeding threads,
+//! default the library's CPU default), `CUTPASTE_BENCH_DATA` (image folder), `CUTPASTE_BENCH_PYTHON` (default
+//! `.venv-ref/bin/python` when present, else `.venv/bin/python`; `none` skips the reference),
+//! `CUTPASTE_BENCH_BATCH_IMAGES` (source images per batch, default 32; the reference always
+//! uses 32).
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use cutpaste::model::{
-    train, Classifier, ClassifierConfig, Control, FastPath, HeadConfig, Precision, ToySource,
-    TrainParams,
+    train, Classifier, ClassifierConfig, Control, FastPath, HeadConfig, Precision, Prefetch,
+    ToySource, TrainParams,
 };
 use std::process::Command;
 use std::time::Duration;
@@ -79,6 +83,16 @@ fn images(size: u32) -> (Vec<image::RgbImage>, &'static str) {
     }
 }
 
+/// `CUTPASTE_BENCH_PREFETCH=workers:depth`, else the library's default for the CPU.
+fn prefetch() -> Option<Prefetch> {
+    let v = std::env::var("CUTPASTE_BENCH_PREFETCH").ok()?;
+    let (w, d) = v.split_once(':')?;
+    Some(Prefetch {
+        workers: w.parse().ok()?,
+        depth: d.parse().ok()?,
+    })
+}
+
 fn peak_rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
@@ -111,7 +125,10 @@ fn child(size: u32, fast_path: FastPath, warmup: usize, steps: usize) {
     };
     let mut clf = Classifier::new(&config, tch::Device::Cpu, 0).expect("classifier");
     // The paper's schedule (65,536 steps): the first steps run at lr ≈ 0.03.
-    let params = TrainParams::paper().seed(0);
+    let mut params = TrainParams::paper().seed(0);
+    if let Some(p) = prefetch() {
+        params = params.prefetch(p);
+    }
     let total = warmup + steps;
     let mut times: Vec<Duration> = vec![];
     let mut losses: Vec<f64> = vec![];
@@ -140,7 +157,10 @@ fn child(size: u32, fast_path: FastPath, warmup: usize, steps: usize) {
     let ips = median(timed.iter().map(|s| batch / s).collect());
     let line = serde_json::json!({
         "impl": "cutpaste", "size": size, "precision": format!("{:?}", fast_path.precision),
-        "channels_last": fast_path.channels_last, "batch": batch as usize, "threads": threads(),
+        "channels_last": fast_path.channels_last,
+        "auto": fast_path == FastPath::auto(tch::Device::Cpu),
+        "prefetch": format!("{:?}", prefetch().unwrap_or(Prefetch::auto(tch::Device::Cpu))),
+        "batch": batch as usize, "threads": threads(),
         "warmup": warmup, "steps": timed.len(), "images_per_sec_median": ips,
         "step_seconds_median": median(timed), "peak_rss_mib": peak_rss_mib(), "data": data,
         "losses": losses,
@@ -172,10 +192,16 @@ fn spawn(size: u32, fast: FastPath, warmup: usize, steps: usize) -> Option<serde
 
 /// The PyTorch reference for one configuration (one JSON line), if Python with torchvision is
 /// there.
-fn reference(size: u32, bf16: bool, channels_last: bool, warmup: usize, steps: usize) {
-    let python = env_or("CUTPASTE_BENCH_PYTHON", ".venv/bin/python");
+fn reference(
+    size: u32,
+    bf16: bool,
+    channels_last: bool,
+    warmup: usize,
+    steps: usize,
+) -> Option<serde_json::Value> {
+    let python = env_or("CUTPASTE_BENCH_PYTHON", default_python());
     if python == "none" {
-        return;
+        return None;
     }
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -198,9 +224,30 @@ fn reference(size: u32, bf16: bool, channels_last: bool, warmup: usize, steps: u
         cmd.arg("--channels-last");
     }
     match cmd.stderr(std::process::Stdio::inherit()).output() {
-        Ok(out) if out.status.success() => print!("{}", String::from_utf8_lossy(&out.stdout)),
-        Ok(out) => eprintln!("bench: reference failed ({}); skipped", out.status),
-        Err(e) => eprintln!("bench: cannot run {python} ({e}); reference skipped"),
+        Ok(out) if out.status.success() => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            let line = text.lines().rev().find(|l| l.starts_with('{'))?;
+            println!("{line}");
+            serde_json::from_str(line).ok()
+        }
+        Ok(out) => {
+            eprintln!("bench: reference failed ({}); skipped", out.status);
+            None
+        }
+        Err(e) => {
+            eprintln!("bench: cannot run {python} ({e}); reference skipped");
+            None
+        }
+    }
+}
+
+/// The reference's Python: `.venv-ref` (the full torch wheel with torchvision, see
+/// `benches/reference/setup.sh`) when present, else `.venv`.
+fn default_python() -> &'static str {
+    if std::path::Path::new(".venv-ref/bin/python").exists() {
+        ".venv-ref/bin/python"
+    } else {
+        ".venv/bin/python"
     }
 }
 
@@ -246,28 +293,63 @@ fn main() {
     if env_or("CUTPASTE_BENCH_MODE", "throughput") == "curve" {
         return curve(&sizes, steps);
     }
-    let configs = env_or(
-        "CUTPASTE_BENCH_CONFIGS",
-        "fp32,fp32cl,bf16cl,ref-fp32,ref-bf16cl",
-    );
+    let configs = env_or("CUTPASTE_BENCH_CONFIGS", "fp32,fp32cl,ref-fp32,ref-fp32cl");
     let want = |c: &str| configs.split(',').any(|x| x.trim() == c);
     for &size in &sizes {
+        let mut ours = vec![];
         for (name, fast) in [
             ("fp32", FastPath::FP32),
             ("fp32cl", fp32_cl),
             ("bf16cl", bf16_cl),
         ] {
             if want(name) {
-                spawn(size, fast, warmup, steps);
+                ours.extend(spawn(size, fast, warmup, steps));
             }
         }
-        if want("ref-fp32") {
-            reference(size, false, false, warmup, steps);
+        let mut theirs = vec![];
+        for (name, bf16, cl) in [
+            ("ref-fp32", false, false),
+            ("ref-fp32cl", false, true),
+            ("ref-bf16cl", true, true),
+        ] {
+            if want(name) {
+                theirs.extend(reference(size, bf16, cl, warmup, steps));
+            }
         }
-        if want("ref-bf16cl") {
-            reference(size, true, true, warmup, steps);
-        }
+        print_ratio(size, &ours, &theirs);
     }
+}
+
+/// Images/s of a bench JSON line.
+fn ips(v: &serde_json::Value) -> f64 {
+    v["images_per_sec_median"].as_f64().unwrap_or(f64::NAN)
+}
+
+/// The fastest line of `lines` (by images/s).
+fn fastest(lines: &[serde_json::Value]) -> Option<&serde_json::Value> {
+    lines.iter().max_by(|a, b| ips(a).total_cmp(&ips(b)))
+}
+
+/// One JSON line: our default (`FastPath::auto`) and our best against the reference's best.
+fn print_ratio(size: u32, ours: &[serde_json::Value], theirs: &[serde_json::Value]) {
+    let (Some(best), Some(reference)) = (fastest(ours), fastest(theirs)) else {
+        return;
+    };
+    let auto = ours.iter().find(|v| v["auto"] == true);
+    let ratio = |v: &serde_json::Value| ips(v) / ips(reference);
+    let line = serde_json::json!({
+        "ratio": "cutpaste / pytorch, training images/s", "size": size,
+        "auto_vs_reference_best": auto.map(ratio),
+        "best_vs_reference_best": ratio(best),
+        "ours_best": {"precision": best["precision"], "channels_last": best["channels_last"],
+                      "images_per_sec_median": ips(best), "peak_rss_mib": best["peak_rss_mib"]},
+        "reference_best": {"precision": reference["precision"],
+                           "channels_last": reference["channels_last"],
+                           "images_per_sec_median": ips(reference),
+                           "peak_rss_mib": reference["peak_rss_mib"],
+                           "worker_peak_rss_mib": reference["worker_peak_rss_mib"]},
+    });
+    println!("{line}");
 }
 
 /// bf16 + channels-last vs fp32 from the same seed: loss curves and their distance.

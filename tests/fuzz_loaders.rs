@@ -599,6 +599,8 @@ fn checkpoint_metadata_cannot_request_huge_allocations() {
         &with_param(|p| p["num_classes"] = 1_000_000_000.into()),
         "head",
     );
+    // 0 classes (found by the 10,000-case fuzz as an untyped InvalidParam) names the file
+    checkpoint_error(&with_param(|p| p["num_classes"] = 0.into()), "num_classes");
     // a damaged training record (a negative or absurd budget; found by the 10,000-case fuzz,
     // which panicked converting it to a Duration) still loads: the budget is only a record
     for budget in [-5.0, 1e300] {

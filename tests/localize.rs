@@ -406,10 +406,27 @@ fn dense_map_rises_on_squares_planted_at_an_edge_a_corner_and_the_middle() {
     assert!(rise[1] > 0.25 * rise[2], "rises {rise:?}");
     // images of another size (or aspect) are scored on the training grid: a map of their own
     // size, no grid mismatch (tied Gaussians are per cell)
+    let dir = tempfile::tempdir().unwrap();
+    let mut paths = Vec::new();
+    let mut direct = Vec::new();
     for (w, h) in [(96u32, 160u32), (1, 1), (300, 40)] {
         let odd = imageops::resize(&good, w, h, imageops::FilterType::Triangle);
         let map = det.localize(&odd).unwrap();
         assert_eq!((map.width(), map.height()), (w, h));
-        assert!(det.score(&odd).unwrap().is_finite());
+        direct.push(det.score(&odd).unwrap());
+        assert!(direct.last().unwrap().is_finite());
+        paths.push(dir.path().join(format!("{w}x{h}.png")));
+        odd.save(paths.last().unwrap()).unwrap();
+    }
+    // score_files (decoded and resized in parallel) gives the same scores, and an unreadable file
+    // in the middle gets its own error without stopping the others
+    let broken = dir.path().join("broken.png");
+    std::fs::write(&broken, b"not a png").unwrap();
+    paths.insert(1, broken);
+    let from_files = det.score_files(&paths, |_| {}).unwrap();
+    assert!(matches!(from_files[1], Err(Error::Image { .. })), "{from_files:?}");
+    for (f, d) in [&from_files[0], &from_files[2], &from_files[3]].iter().zip(&direct) {
+        let f = *f.as_ref().unwrap();
+        assert!((f - d).abs() <= 1e-5 * d.abs().max(1.0), "{f} vs {d}");
     }
 }

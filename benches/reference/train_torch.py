@@ -9,11 +9,11 @@ and pasted elsewhere), images resized once up front as the public re-implementat
 Throughput = views / wall time of a step, data loading included; median over the timed steps.
 Prints one JSON line.
 
-    .venv/bin/python benches/reference/train_torch.py --size 256 --steps 5 --warmup 2 --threads 2
-    .venv/bin/python benches/reference/train_torch.py --size 128 --bf16 --channels-last
+    .venv-ref/bin/python benches/reference/train_torch.py --size 256 --steps 5 --warmup 2 --threads 2
+    .venv-ref/bin/python benches/reference/train_torch.py --size 128 --channels-last
 
-Needs torch 2.11 with its CUDA runtime libraries (the plain `pip install torch==2.11.0`), and
-`pip install torchvision==0.26.0 --no-deps pillow numpy`.
+Needs torch 2.11 with its CUDA runtime libraries (the plain `pip install torch==2.11.0`),
+torchvision 0.26.0, pillow and numpy: `bash benches/reference/setup.sh` puts them in `.venv-ref`.
 """
 import argparse
 import json

@@ -221,7 +221,7 @@ impl Detector {
             .map_err(|e| bad(path, format!("metadata `params` is not valid: {e}")))?;
         check_head_fits(&config, bytes.len(), path, meta.localizer.is_some())?;
         let density = load_density(&st, path, &meta.density)?;
-        let mut classifier = Classifier::new(&config, device, meta.seed)?;
+        let mut classifier = new_classifier(&config, path, device, meta.seed)?;
         crate::model::load_weights_skipping(&mut classifier, path, bytes, |k| {
             k.starts_with(DENSITY_PREFIX) || k.starts_with(LOCALIZER_PREFIX)
         })?;
@@ -334,6 +334,25 @@ fn check_head_fits(
     }
 }
 
+/// The classifier a checkpoint's metadata describes; metadata that fails the classifier's own
+/// parameter checks (a damaged file, e.g. 0 classes) is an [`Error::Checkpoint`] naming the file.
+fn new_classifier(
+    config: &ClassifierConfig,
+    path: &Path,
+    device: Device,
+    seed: u64,
+) -> Result<Classifier> {
+    Classifier::new(config, device, seed).map_err(|e| match e {
+        Error::InvalidParam { .. } => bad(
+            path,
+            format!(
+                "metadata `params` is not valid: {e}; the file is corrupt: save the detector again"
+            ),
+        ),
+        e => e,
+    })
+}
+
 fn load_density(
     st: &SafeTensors<'_>,
     path: &Path,
@@ -369,7 +388,7 @@ fn load_localizer(
     meta: &Meta,
     device: Device,
 ) -> Result<Localizer> {
-    let clf = Classifier::new(config, device, meta.seed)?;
+    let clf = new_classifier(config, path, device, meta.seed)?;
     for (name, var) in clf.named_variables() {
         let key = format!("{LOCALIZER_NET}{name}");
         let view = st.tensor(&key).map_err(|_| {
