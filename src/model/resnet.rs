@@ -46,16 +46,14 @@ impl BasicBlock {
         })
     }
 
-    /// `relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`; the ReLUs and the sum work in
-    /// place on fresh tensors (as torchvision's `inplace=True`), saving a write per activation.
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = conv_bn(&self.conv1, &self.bn1, x, train)?.f_relu_()?;
-        let mut y = conv_bn(&self.conv2, &self.bn2, &y, train)?;
-        let mut y = match &self.downsample {
-            Some((conv, bn)) => y.f_add_(&conv_bn(conv, bn, x, train)?)?,
-            None => y.f_add_(x)?,
+        let y = conv_bn(&self.conv1, &self.bn1, x, train)?.f_relu()?;
+        let y = conv_bn(&self.conv2, &self.bn2, &y, train)?;
+        let shortcut = match &self.downsample {
+            Some((conv, bn)) => conv_bn(conv, bn, x, train)?,
+            None => x.shallow_clone(),
         };
-        Ok(y.f_relu_()?)
+        Ok(y.f_add(&shortcut)?.f_relu()?)
     }
 }
 
@@ -130,7 +128,7 @@ impl ResNet18 {
     /// statistics updated) when `true`, running statistics when `false` (evaluation).
     pub fn forward_maps(&self, x: &Tensor, train: bool) -> Result<FeatureMaps> {
         check_input(x)?;
-        let y = conv_bn(&self.conv1, &self.bn1, x, train)?.f_relu_()?;
+        let y = conv_bn(&self.conv1, &self.bn1, x, train)?.f_relu()?;
         // [N, 64, H/2, W/2] -> [N, 64, H/4, W/4]
         let y = y.f_max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false)?;
         let layer1 = self.stage(0, &y, train)?;
@@ -152,7 +150,7 @@ impl ResNet18 {
     /// [`crate::localize::FeatureMode::Dense`]; PAPER.md Table 3 uses intermediate levels too).
     pub fn forward_mid(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
         check_input(x)?;
-        let y = conv_bn(&self.conv1, &self.bn1, x, false)?.f_relu_()?;
+        let y = conv_bn(&self.conv1, &self.bn1, x, false)?.f_relu()?;
         // [N, 64, H/2, W/2] -> [N, 64, H/4, W/4]
         let y = y.f_max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false)?;
         let layer2 = self.stage(1, &self.stage(0, &y, false)?, false)?;
