@@ -87,44 +87,10 @@ impl Conv2d {
     }
 
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.forward_with(x, &self.weight, None)
-    }
-
-    /// Whether the output for `x` (`[N, C_in, H, W]`) has at least [`FOLD_MIN_RATIO`] times as
-    /// many elements as the weight: `N·⌈H/s⌉·⌈W/s⌉ ≥ ratio·C_in·k²` (both have `C_out` rows).
-    fn output_dwarfs_weight(&self, x: &Tensor) -> bool {
-        let (xs, ws) = (x.size(), self.weight.size()); // [N, C_in, H, W], [C_out, C_in, k, k]
-        if xs.len() != 4 || ws.len() != 4 {
-            return false;
-        }
-        let out = |v: i64| (v + self.stride - 1) / self.stride;
-        xs[0] * out(xs[2]) * out(xs[3]) >= FOLD_MIN_RATIO * ws[1] * ws[2] * ws[3]
-    }
-
-    /// The convolution with another weight (same shape) and an optional bias.
-    fn forward_with(&self, x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
         let (s, p) = (self.stride, self.padding);
-        Ok(x.f_conv2d(weight, bias, [s, s], [p, p], [1, 1], 1)?)
+        Ok(x.f_conv2d(&self.weight, None::<Tensor>, [s, s], [p, p], [1, 1], 1)?)
     }
 }
-
-/// `bn(conv(x))`. In evaluation mode the batch norm is folded into the convolution, `W·γ/√(σ²+ε)`
-/// and bias `β − μ·γ/√(σ²+ε)` (running statistics), so the activations are written once instead
-/// of twice; equal up to float rounding. The fold is a pass over the weights, so it is done only
-/// when the output has at least [`FOLD_MIN_RATIO`] times as many elements as the weight.
-pub(crate) fn conv_bn(conv: &Conv2d, bn: &BatchNorm, x: &Tensor, train: bool) -> Result<Tensor> {
-    if train || !conv.output_dwarfs_weight(x) {
-        return bn.forward_t(&conv.forward(x)?, train);
-    }
-    let (weight, bias) = bn.fold(&conv.weight)?;
-    conv.forward_with(x, &weight, Some(&bias))
-}
-
-/// How many times larger than the weight a convolution's output must be for [`conv_bn`] to fold.
-pub(crate) const FOLD_MIN_RATIO: i64 = 4;
-
-/// PyTorch's batch-norm epsilon.
-const BN_EPS: f64 = 1e-5;
 
 /// Batch normalisation (PyTorch defaults: eps 1e-5, momentum 0.1) over dim 1 of `[N, C, …]`.
 #[derive(Debug)]
@@ -156,22 +122,9 @@ impl BatchNorm {
             Some(&self.running_var),
             train,
             0.1,
-            BN_EPS,
+            1e-5,
             true,
         )?)
-    }
-
-    /// `conv_weight` `[C, C_in, k, k]` and a bias `[C]` such that a convolution with them equals
-    /// this batch norm (running statistics) applied to the convolution with `conv_weight`.
-    fn fold(&self, conv_weight: &Tensor) -> Result<(Tensor, Tensor)> {
-        // γ / √(σ² + ε), [C]
-        let scale = self
-            .weight
-            .f_div(&self.running_var.f_add_scalar(BN_EPS)?.f_sqrt()?)?;
-        // [C] -> [C, 1, 1, 1], broadcast over each output channel's kernel
-        let weight = conv_weight.f_mul(&scale.f_view([-1, 1, 1, 1])?)?;
-        let bias = self.bias.f_sub(&self.running_mean.f_mul(&scale)?)?;
-        Ok((weight, bias))
     }
 }
 
@@ -260,40 +213,5 @@ mod tests {
         assert!(is_channels_last(&cl) && !is_channels_last(&t));
         assert_eq!(cl.stride(), vec![60, 1, 15, 3]);
         assert!(cl.equal(&t));
-    }
-
-    #[test]
-    fn folded_batch_norm_equals_batch_norm_after_the_convolution() {
-        let vs = nn::VarStore::new(tch::Device::Cpu);
-        let mut init = Init::new(5);
-        // 3 -> 8 channels, 3×3, stride 2
-        let conv = Conv2d::new(&(vs.root() / "c"), &mut init, (3, 8, 3), 2, 1).unwrap();
-        let bn = BatchNorm::new(&(vs.root() / "bn"), 8).unwrap();
-        tch::no_grad(|| {
-            let g = |s: i64| Tensor::randn([8], (Kind::Float, tch::Device::Cpu)) * 0.5 + s as f64;
-            let mut w = bn.weight.shallow_clone();
-            w.copy_(&g(1));
-            let mut b = bn.bias.shallow_clone();
-            b.copy_(&g(0));
-            let mut m = bn.running_mean.shallow_clone();
-            m.copy_(&g(0));
-            let mut v = bn.running_var.shallow_clone();
-            v.copy_(&(g(2).abs() + 0.1));
-        });
-        // [2, 3, 24, 24] -> output 2·12·12 = 288 ≥ 4·3·9 = 108 per channel: folded
-        let x = Tensor::randn([2, 3, 24, 24], (Kind::Float, tch::Device::Cpu));
-        assert!(conv.output_dwarfs_weight(&x));
-        let folded = conv_bn(&conv, &bn, &x, false).unwrap();
-        let plain = bn.forward_t(&conv.forward(&x).unwrap(), false).unwrap();
-        let err = scalar(&(&folded - &plain).abs().max()).unwrap();
-        let size = scalar(&plain.abs().max()).unwrap();
-        assert!(err <= 1e-5 * size, "max |folded - plain| {err} (max |plain| {size})");
-        // a 1×3×4×4 input is smaller than the weight's 4×: not folded
-        let small = Tensor::randn([1, 3, 4, 4], (Kind::Float, tch::Device::Cpu));
-        assert!(!conv.output_dwarfs_weight(&small));
-        // training mode never folds: batch statistics, running ones updated
-        let before = bn.running_mean.copy();
-        let _ = conv_bn(&conv, &bn, &x, true).unwrap();
-        assert!(!bn.running_mean.equal(&before));
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! PAPER.md, "Training": the backbone is ResNet-18 trained from scratch; its global-average-pooled
 //! 512-d output is the representation the density estimator is fitted on.
-use super::layers::{conv_bn, BatchNorm, Conv2d, Init};
+use super::layers::{BatchNorm, Conv2d, Init};
 use crate::error::{Error, Result};
 use tch::{nn, Tensor};
 
@@ -47,10 +47,13 @@ impl BasicBlock {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = conv_bn(&self.conv1, &self.bn1, x, train)?.f_relu()?;
-        let y = conv_bn(&self.conv2, &self.bn2, &y, train)?;
+        let y = self
+            .bn1
+            .forward_t(&self.conv1.forward(x)?, train)?
+            .f_relu()?;
+        let y = self.bn2.forward_t(&self.conv2.forward(&y)?, train)?;
         let shortcut = match &self.downsample {
-            Some((conv, bn)) => conv_bn(conv, bn, x, train)?,
+            Some((conv, bn)) => bn.forward_t(&conv.forward(x)?, train)?,
             None => x.shallow_clone(),
         };
         Ok(y.f_add(&shortcut)?.f_relu()?)
@@ -128,7 +131,10 @@ impl ResNet18 {
     /// statistics updated) when `true`, running statistics when `false` (evaluation).
     pub fn forward_maps(&self, x: &Tensor, train: bool) -> Result<FeatureMaps> {
         check_input(x)?;
-        let y = conv_bn(&self.conv1, &self.bn1, x, train)?.f_relu()?;
+        let y = self
+            .bn1
+            .forward_t(&self.conv1.forward(x)?, train)?
+            .f_relu()?;
         // [N, 64, H/2, W/2] -> [N, 64, H/4, W/4]
         let y = y.f_max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false)?;
         let layer1 = self.stage(0, &y, train)?;
@@ -150,7 +156,10 @@ impl ResNet18 {
     /// [`crate::localize::FeatureMode::Dense`]; PAPER.md Table 3 uses intermediate levels too).
     pub fn forward_mid(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
         check_input(x)?;
-        let y = conv_bn(&self.conv1, &self.bn1, x, false)?.f_relu()?;
+        let y = self
+            .bn1
+            .forward_t(&self.conv1.forward(x)?, false)?
+            .f_relu()?;
         // [N, 64, H/2, W/2] -> [N, 64, H/4, W/4]
         let y = y.f_max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false)?;
         let layer2 = self.stage(1, &self.stage(0, &y, false)?, false)?;
