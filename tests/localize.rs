@@ -424,8 +424,14 @@ fn dense_map_rises_on_squares_planted_at_an_edge_a_corner_and_the_middle() {
     std::fs::write(&broken, b"not a png").unwrap();
     paths.insert(1, broken);
     let from_files = det.score_files(&paths, |_| {}).unwrap();
-    assert!(matches!(from_files[1], Err(Error::Image { .. })), "{from_files:?}");
-    for (f, d) in [&from_files[0], &from_files[2], &from_files[3]].iter().zip(&direct) {
+    assert!(
+        matches!(from_files[1], Err(Error::Image { .. })),
+        "{from_files:?}"
+    );
+    for (f, d) in [&from_files[0], &from_files[2], &from_files[3]]
+        .iter()
+        .zip(&direct)
+    {
         let f = *f.as_ref().unwrap();
         assert!((f - d).abs() <= 1e-5 * d.abs().max(1.0), "{f} vs {d}");
     }
