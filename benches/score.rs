@@ -41,6 +41,9 @@
 //! `CUTPASTE_BENCH_TRAIN_IMAGES` (training images used, default 64; the reference fits its
 //! Gaussian on as many), `CUTPASTE_BENCH_CONFIGS` (default `ours,ref,ref-cl`),
 //! `CUTPASTE_BENCH_PYTHON` (default `.venv-ref/bin/python`; `none` skips the reference).
+mod common;
+use common::{env_or, env_usize, median, peak_rss_mib, threads};
+
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
@@ -57,39 +60,6 @@ const DEFAULT_SCORE_DIR: &str = "../shared/data/mvtec/bottle/test";
 const DEFAULT_PYTHON: &str = ".venv-ref/bin/python";
 
 type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
-
-fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_string())
-}
-
-fn env_usize(name: &str, default: usize) -> usize {
-    env_or(name, &default.to_string())
-        .parse()
-        .unwrap_or(default)
-}
-
-fn threads() -> usize {
-    let all = std::thread::available_parallelism().map_or(1, |n| n.get());
-    env_usize("CUTPASTE_BENCH_THREADS", all)
-}
-
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => 0.5 * (v[n / 2 - 1] + v[n / 2]),
-    }
-}
 
 /// `dir` and every folder below it, sorted depth-first.
 fn folders(dir: &Path) -> Vec<PathBuf> {

@@ -34,6 +34,9 @@
 //! `.venv-ref/bin/python` when present, else `.venv/bin/python`; `none` skips the reference),
 //! `CUTPASTE_BENCH_BATCH_IMAGES` (source images per batch, default 32; the reference always
 //! uses 32).
+mod common;
+use common::{env_or, env_usize, median, peak_rss_mib, threads};
+
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
@@ -49,21 +52,6 @@ fn batch_images() -> usize {
     env_usize("CUTPASTE_BENCH_BATCH_IMAGES", 32)
 }
 const DEFAULT_DATA: &str = "../shared/data/mvtec/bottle/train/good";
-
-fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_string())
-}
-
-fn env_usize(name: &str, default: usize) -> usize {
-    env_or(name, &default.to_string())
-        .parse()
-        .unwrap_or(default)
-}
-
-fn threads() -> usize {
-    let all = std::thread::available_parallelism().map_or(1, |n| n.get());
-    env_usize("CUTPASTE_BENCH_THREADS", all)
-}
 
 /// Source images resized to `size` once, and what they are.
 fn images(size: u32) -> (Vec<image::RgbImage>, &'static str) {
@@ -91,24 +79,6 @@ fn prefetch() -> Option<Prefetch> {
         workers: w.parse().ok()?,
         depth: d.parse().ok()?,
     })
-}
-
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => 0.5 * (v[n / 2 - 1] + v[n / 2]),
-    }
 }
 
 /// One configuration, in this process: trains `warmup + steps` steps and prints one JSON line.
