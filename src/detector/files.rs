@@ -44,9 +44,10 @@ impl Detector {
         Ok(out)
     }
 
-    /// How a decoded file is resized for [`score_batch`](Self::score_batch) (which then leaves
-    /// it as it is): a copy of what [`prepare`](Self::prepare) does that other threads can use.
-    fn file_resizer(&self) -> FileResize {
+    /// How images are resized for the image score ([`prepare`](Self::prepare) and
+    /// [`score_files`](Self::score_files)), without the detector's tensors, so other threads can
+    /// use it.
+    pub(super) fn file_resizer(&self) -> FileResize {
         match self.map_scored() {
             Some(loc) => FileResize::Working(loc.params().clone(), loc.input_side()),
             None => FileResize::Square(self.params.input_size()),
@@ -54,8 +55,8 @@ impl Detector {
     }
 }
 
-/// The resize [`Detector::prepare`] applies, without the detector (whose tensors are not `Sync`).
-enum FileResize {
+/// The resize of the image score, without the detector (whose tensors are not `Sync`).
+pub(super) enum FileResize {
     /// To the localizer's working size for an input side.
     Working(crate::localize::LocalizerParams, u32),
     /// To a square side.
@@ -63,7 +64,7 @@ enum FileResize {
 }
 
 impl FileResize {
-    fn apply(&self, image: &RgbImage) -> RgbImage {
+    pub(super) fn apply(&self, image: &RgbImage) -> RgbImage {
         match self {
             FileResize::Working(lp, side) => crate::localize::prepare_image(lp, *side, image),
             FileResize::Square(side) => resize_rgb(image, *side),

@@ -254,13 +254,8 @@ impl Detector {
     /// `images` as the image score sees them: at the localizer's working size when images are
     /// scored by its map ([`ImageScore::Map`]), else at the square input side.
     fn prepare(&self, images: &[RgbImage]) -> Vec<RgbImage> {
-        match self.map_scored() {
-            Some(loc) => images.iter().map(|i| loc.prepare(i)).collect(),
-            None => {
-                let side = self.params.input_size();
-                images.iter().map(|i| resize_rgb(i, side)).collect()
-            }
-        }
+        let resize = self.file_resizer();
+        images.iter().map(|i| resize.apply(i)).collect()
     }
 
     /// Pooled 512-d features of `images` (any sizes; resized to the input side), `[n, 512]`.
