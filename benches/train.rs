@@ -32,8 +32,7 @@
 //! default: all cores), `CUTPASTE_BENCH_PREFETCH` (`workers:depth` of the batch feeding threads,
 //! default the library's CPU default), `CUTPASTE_BENCH_DATA` (image folder), `CUTPASTE_BENCH_PYTHON` (default
 //! `.venv-ref/bin/python` when present, else `.venv/bin/python`; `none` skips the reference),
-//! `CUTPASTE_BENCH_BATCH_IMAGES` (source images per batch, default 32; the reference always
-//! uses 32).
+//! `CUTPASTE_BENCH_BATCH_IMAGES` (source images per batch on both sides, default 32).
 mod common;
 use common::{env_or, env_usize, median, peak_rss_mib, threads};
 
@@ -186,7 +185,8 @@ fn reference(
             "--threads",
             &threads().to_string(),
         ])
-        .args(["--data", &env_or("CUTPASTE_BENCH_DATA", DEFAULT_DATA)]);
+        .args(["--data", &env_or("CUTPASTE_BENCH_DATA", DEFAULT_DATA)])
+        .args(["--batch-images", &batch_images().to_string()]);
     if bf16 {
         cmd.arg("--bf16");
     }

@@ -326,3 +326,42 @@ fn cuda_that_cannot_be_used_is_one_line_with_the_cause_and_the_fix() {
         assert!(!model.exists(), "nothing is written");
     }
 }
+
+#[test]
+fn learning_rate_and_batch_images_reach_both_models_and_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = SyntheticSpec::new(SyntheticKind::Part)
+        .side(64)
+        .counts(4, 1, 1)
+        .seed(3)
+        .write(dir.path())
+        .unwrap();
+    let model = dir.path().join("m.safetensors");
+    let o = train(
+        &data,
+        &model,
+        &[
+            "--learning-rate",
+            "0.05",
+            "--threshold",
+            "none",
+            "--holdout",
+            "0",
+        ],
+    );
+    assert!(o.status.success(), "train failed: {}", stderr(&o));
+    let det = cutpaste::prelude::Detector::load(&model, tch::Device::Cpu).unwrap();
+    let used = det.params_used();
+    assert_eq!(used.training_config().learning_rate, 0.05);
+    let lp = det
+        .localizer()
+        .expect("the dense recipe has a localizer")
+        .params();
+    assert_eq!(
+        lp.batch_images, 4,
+        "--batch-images sets the patch model's crops per step"
+    );
+    let o = train(&data, &model, &["--learning-rate", "0", "--force"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("learning_rate"), "{}", stderr(&o));
+}

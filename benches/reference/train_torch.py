@@ -2,7 +2,7 @@
 
 torchvision resnet18 (fc removed) + the same MLP head (Linear(512,512,no bias)+BN+ReLU,
 Linear(512,128), Linear(128,3)), SGD(lr 0.03, momentum 0.9, weight decay 3e-5) with
-CosineAnnealingLR(65536), batches of 32 source images x 3 views = 96 from a standard DataLoader
+CosineAnnealingLR(65536), batches of 32 (--batch-images) source images x 3 views from a standard DataLoader
 whose Dataset does the toy cut-paste with PIL (the same task as cutpaste::model::ToySource: view 0
 the image, view 1 a 2-15 % rectangle cut and pasted elsewhere, view 2 a 2-16 x 10-25 px strip cut
 and pasted elsewhere), images resized once up front as the public re-implementations do.
@@ -76,6 +76,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--batch-images", type=int, default=32)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--workers", type=int, default=1)
@@ -86,8 +87,8 @@ def main():
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     total = a.warmup + a.steps
-    ds = ToyThreeWay(a.data, a.size, 32 * total)
-    loader = torch.utils.data.DataLoader(ds, batch_size=32, shuffle=False, num_workers=a.workers,
+    ds = ToyThreeWay(a.data, a.size, a.batch_images * total)
+    loader = torch.utils.data.DataLoader(ds, batch_size=a.batch_images, shuffle=False, num_workers=a.workers,
                                          drop_last=True, persistent_workers=False)
     backbone = torchvision.models.resnet18(weights=None)
     backbone.fc = torch.nn.Identity()
@@ -103,7 +104,7 @@ def main():
     times, losses = [], []
     t = time.perf_counter()
     for step, (x, y) in enumerate(loader):
-        x = x.flatten(0, 1).contiguous(memory_format=fmt)  # [32, 3 views, 3, H, W] -> [96, 3, H, W]
+        x = x.flatten(0, 1).contiguous(memory_format=fmt)  # [B, 3 views, 3, H, W] -> [3B, 3, H, W]
         y = y.flatten()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16):
             logits = model(x)
@@ -121,14 +122,14 @@ def main():
             break
     timed = sorted(times[a.warmup:])
     med = timed[len(timed) // 2] if len(timed) % 2 else 0.5 * (timed[len(timed) // 2 - 1] + timed[len(timed) // 2])
-    ips = sorted(96 / s for s in times[a.warmup:])
+    ips = sorted(3 * a.batch_images / s for s in times[a.warmup:])
     ips_med = ips[len(ips) // 2] if len(ips) % 2 else 0.5 * (ips[len(ips) // 2 - 1] + ips[len(ips) // 2])
     self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     del loader
     child_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     print(json.dumps({
         "impl": "pytorch", "size": a.size, "precision": "Bf16" if a.bf16 else "Fp32",
-        "channels_last": a.channels_last, "batch": 96, "threads": a.threads, "workers": a.workers,
+        "channels_last": a.channels_last, "batch": 3 * a.batch_images, "threads": a.threads, "workers": a.workers,
         "warmup": a.warmup, "steps": len(timed), "images_per_sec_median": ips_med,
         "step_seconds_median": med, "peak_rss_mib": self_kb / 1024,
         "worker_peak_rss_mib": child_kb / 1024, "data": ds.data, "losses": losses,

@@ -207,6 +207,12 @@ impl DetectorParams {
         self.localizer.as_ref()
     }
 
+    /// The training hyper-parameters configured (for a fitted detector's
+    /// [`params_used`](crate::detector::Detector::params_used): the steps actually planned).
+    pub fn training_config(&self) -> &TrainParams {
+        &self.training
+    }
+
     /// The augmentation configured.
     pub fn augmentation_config(&self) -> &Augmentation {
         &self.augmentation

@@ -46,9 +46,13 @@ pub(crate) struct TrainArgs {
     /// PCA dimensions; needs hundreds of images).
     #[arg(long, default_value = "auto")]
     localizer_gaussian: String,
-    /// Source images per step; each yields one view per class (paper: 32).
+    /// Source images (crops, with the dense recipe) per step of either model; each yields one
+    /// view per class (paper: 32).
     #[arg(long, default_value_t = 32)]
     batch_images: usize,
+    /// Initial learning rate of the SGD cosine schedule (paper: 0.03).
+    #[arg(long, default_value_t = 0.03)]
+    learning_rate: f64,
     /// Augmentation / classification task.
     #[arg(long, value_enum, default_value_t = Variant::ThreeWay)]
     variant: Variant,
@@ -218,6 +222,7 @@ const DEFAULT_BUDGET: Duration = Duration::from_secs(600);
 fn detector_params(a: &TrainArgs) -> Result<DetectorParams, Box<dyn std::error::Error>> {
     let (steps, budget) = schedule(a);
     let mut training = TrainParams::paper().steps(steps);
+    training.learning_rate = a.learning_rate;
     if let Some(b) = budget {
         training = training.budget(b);
     }
@@ -273,6 +278,7 @@ fn detector_params(a: &TrainArgs) -> Result<DetectorParams, Box<dyn std::error::
         .mode(mode)
         .density(density)
         .resolution(a.resolution)
+        .batch_images(a.batch_images)
         .steps(a.localizer_steps.unwrap_or(steps));
     let params = params.localizer(lp);
     Ok(if dense {
