@@ -5,6 +5,7 @@ use cutpaste::localize::{grid_side, patch_features, PatchGaussians, PatchSource}
 use cutpaste::metrics::pixel_auroc;
 use cutpaste::model::{BatchSource, Classifier, ClassifierConfig, Precision};
 use cutpaste::prelude::*;
+use cutpaste::Missing;
 use image::{imageops, RgbImage};
 use ndarray::Array2;
 use std::sync::Arc;
@@ -286,8 +287,18 @@ fn without_a_localizer_localize_is_a_typed_error() {
         .fit(&ds)
         .unwrap();
     match det.localize(&RgbImage::new(32, 32)) {
-        Err(Error::InvalidParam { name, .. }) => assert_eq!(name, "localizer"),
-        other => panic!("expected InvalidParam, got {other:?}"),
+        Err(e @ Error::NotFitted { .. }) => {
+            assert_eq!(e.kind(), ErrorKind::NotFitted);
+            assert!(matches!(
+                e,
+                Error::NotFitted {
+                    what: Missing::Localizer,
+                    ..
+                }
+            ));
+            assert!(e.to_string().contains("LocalizerParams"), "{e}");
+        }
+        other => panic!("expected NotFitted(localizer), got {other:?}"),
     }
     let r = det.evaluate(&ds).unwrap();
     assert_eq!((r.pixel_auroc, r.aupro), (None, None));

@@ -3,6 +3,7 @@ use cutpaste::data::synthetic::{SyntheticKind, SyntheticSpec};
 use cutpaste::density::FittedDensity;
 use cutpaste::model::Precision;
 use cutpaste::prelude::*;
+use cutpaste::Missing;
 
 fn tiny_params() -> DetectorParams {
     Detector::params()
@@ -30,7 +31,13 @@ fn tiny_data(dir: &std::path::Path) -> Dataset {
 #[test]
 fn check_names_the_bad_parameter() {
     let name_of = |p: DetectorParams| match p.check() {
-        Err(Error::InvalidParam { name, .. }) => name,
+        Err(e @ Error::InvalidParam { .. }) => {
+            assert_eq!(e.kind(), ErrorKind::InvalidParam);
+            let Error::InvalidParam { name, .. } = e else {
+                unreachable!()
+            };
+            name
+        }
         other => panic!("expected InvalidParam, got {other:?}"),
     };
     assert_eq!(name_of(tiny_params().image_size(16)), "image_size");
@@ -122,10 +129,16 @@ fn fit_score_threshold_predict_evaluate() {
     }
 
     // thresholds and predictions
+    let no_threshold = det.predict(&test[0]).unwrap_err();
+    assert_eq!(no_threshold.kind(), ErrorKind::NotFitted);
     assert!(matches!(
-        det.predict(&test[0]),
-        Err(Error::InvalidParam { .. })
+        no_threshold,
+        Error::NotFitted {
+            what: Missing::Threshold,
+            ..
+        }
     ));
+    assert!(no_threshold.to_string().contains("set_threshold"));
     let train_scores = det.score_batch(&train).unwrap();
     let t = det.threshold_from_quantile(&train, 1.0).unwrap();
     assert_eq!(t, train_scores.iter().cloned().fold(f32::MIN, f32::max));
@@ -161,7 +174,7 @@ fn fit_score_threshold_predict_evaluate() {
     assert_eq!(det.threshold_from_synthetic(&train, 9).unwrap(), t_syn);
     assert!(matches!(
         det.threshold_from_synthetic(&[], 9),
-        Err(Error::InvalidParam { .. })
+        Err(Error::InvalidInput { .. })
     ));
 
     let report = det.evaluate(&ds).unwrap();
@@ -249,6 +262,7 @@ fn save_load_roundtrip_and_broken_checkpoints() {
 
     let is_ckpt = |p: &std::path::Path, needle: &str| match Detector::load(p, Device::Cpu) {
         Err(e @ (Error::Checkpoint { .. } | Error::WeightsMismatch { .. })) => {
+            assert_eq!(e.kind(), ErrorKind::Checkpoint);
             let msg = e.to_string();
             assert!(msg.contains(&p.display().to_string()), "no path in: {msg}");
             assert!(msg.contains(needle), "'{needle}' not in: {msg}");

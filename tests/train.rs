@@ -144,7 +144,7 @@ fn resume_from_checkpoint_equals_the_uninterrupted_run() {
         }
     })
     .unwrap_err();
-    assert!(matches!(err, Error::Stopped { step: 3 }), "{err:?}");
+    assert!(matches!(err, Error::Stopped { step: 3, .. }), "{err:?}");
     // Resume into a classifier with other initial weights: everything comes from the file.
     let mut resumed = classifier(99, Precision::Fp32);
     let rest = run(&mut resumed, &params, 9);
@@ -200,7 +200,7 @@ fn callback_sees_every_step_and_can_stop() {
         },
     )
     .unwrap_err();
-    assert!(matches!(err, Error::Stopped { step: 2 }));
+    assert!(matches!(err, Error::Stopped { step: 2, .. }));
     assert_eq!(seen.iter().map(|p| p.step).collect::<Vec<_>>(), vec![1, 2]);
     for p in &seen {
         assert_eq!(p.steps, 6);
@@ -242,7 +242,7 @@ fn empty_and_bad_batches_are_typed_errors() {
         &params,
         |_| Control::Continue,
     );
-    assert!(matches!(err, Err(Error::InvalidParam { ref name, .. }) if name == "batch.labels"));
+    assert!(matches!(err, Err(Error::InvalidInput { ref name, .. }) if name == "batch.labels"));
     let mut failing = |step: usize| -> cutpaste::Result<Batch> {
         Err(Error::invalid_param(
             "augmentation",

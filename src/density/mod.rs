@@ -50,8 +50,8 @@ pub trait DensityEstimator {
     type Fitted: FittedEstimator;
     /// Fits on training features (rows = samples of normal data, columns = dimensions).
     ///
-    /// Errors: no rows → [`Error::EmptyDataset`]; no columns or an invalid parameter →
-    /// [`Error::InvalidParam`]; NaN/inf → [`Error::NonFinite`] naming the first bad row; a
+    /// Errors: no rows → [`Error::EmptyDataset`]; no columns → [`Error::InvalidInput`]; an
+    /// invalid parameter → [`Error::InvalidParam`]; NaN/inf → [`Error::NonFinite`] naming the first bad row; a
     /// covariance that cannot be inverted → [`Error::SingularCovariance`].
     fn fit(&self, features: ArrayView2<f32>) -> Result<Self::Fitted>;
 }
@@ -198,7 +198,7 @@ pub(crate) fn check_train(features: ArrayView2<f32>, what: &str) -> Result<()> {
         });
     }
     if features.ncols() == 0 {
-        return Err(Error::invalid_param(
+        return Err(Error::invalid_input(
             what,
             "features have 0 columns; pass one row of at least 1 dimension per sample",
         ));

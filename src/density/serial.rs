@@ -128,7 +128,7 @@ impl FittedDensity {
     /// Rebuilds a fitted density from [`record`](Self::record) and
     /// [`to_arrays`](Self::to_arrays) output. Scores are bit-identical to the original's.
     ///
-    /// Errors: a missing array or wrong dtype → [`Error::InvalidParam`]; shapes that disagree
+    /// Errors: a missing array or wrong dtype → [`Error::InvalidInput`]; shapes that disagree
     /// with the record → [`Error::DimensionMismatch`]; bad values as in
     /// [`FittedGaussian::from_parts`] / [`FittedKde::from_parts`].
     pub fn from_arrays(record: &DensityRecord, arrays: &[NamedArray]) -> Result<Self> {
@@ -143,7 +143,7 @@ impl FittedDensity {
                 let cov = find_f64(arrays, "covariance", &[*dim, *dim])?;
                 let mean = Array1::from_vec(mean);
                 let cov = Array2::from_shape_vec((*dim, *dim), cov)
-                    .map_err(|e| Error::invalid_param("covariance", e.to_string()))?;
+                    .map_err(|e| Error::internal(format!("shape of `covariance`: {e}")))?;
                 let g =
                     FittedGaussian::from_parts(params.clone(), mean, cov, *shrinkage, *n_train)?;
                 Ok(FittedDensity::Gaussian(g))
@@ -159,7 +159,7 @@ impl FittedDensity {
                     return Err(wrong_dtype("train_features", "f32"));
                 };
                 let train = Array2::from_shape_vec((*n_train, *dim), v.clone())
-                    .map_err(|e| Error::invalid_param("train_features", e.to_string()))?;
+                    .map_err(|e| Error::internal(format!("shape of `train_features`: {e}")))?;
                 Ok(FittedDensity::Kde(FittedKde::from_parts(
                     params.clone(),
                     train,
@@ -171,7 +171,7 @@ impl FittedDensity {
 }
 
 fn wrong_dtype(name: &str, want: &str) -> Error {
-    Error::invalid_param(
+    Error::invalid_input(
         name,
         format!("array `{name}` must hold {want} values; the checkpoint is corrupt or foreign"),
     )
@@ -179,7 +179,7 @@ fn wrong_dtype(name: &str, want: &str) -> Error {
 
 fn find<'a>(arrays: &'a [NamedArray], name: &str, shape: &[usize]) -> Result<&'a NamedArray> {
     let a = arrays.iter().find(|a| a.name == name).ok_or_else(|| {
-        Error::invalid_param(
+        Error::invalid_input(
             name,
             format!("array `{name}` is missing; the checkpoint is incomplete (re-save it)"),
         )

@@ -97,7 +97,7 @@ pub(crate) fn embed_images(
     }
     // [n * dim] -> [n, dim]
     Array2::from_shape_vec((images.len(), dim), rows)
-        .map_err(|e| Error::invalid_param("images", e.to_string()))
+        .map_err(|e| Error::internal(format!("shape of `images`: {e}")))
 }
 
 impl Detector {
@@ -168,8 +168,9 @@ impl Detector {
     }
 
     /// The anomaly map of `image` at its own size (higher = more anomalous), from the patch
-    /// localizer (PAPER.md "Localization"). Errors with [`Error::InvalidParam`] named
-    /// `localizer` when the detector was fitted without one.
+    /// localizer (PAPER.md "Localization"). Errors with [`Error::NotFitted`]
+    /// ([`Missing::Localizer`](crate::Missing::Localizer)) when the detector was fitted
+    /// without one.
     pub fn localize(&self, image: &RgbImage) -> Result<AnomalyMap> {
         self.fitted_localizer()?.localize(image)
     }
@@ -194,8 +195,8 @@ impl Detector {
 
     fn fitted_localizer(&self) -> Result<&Localizer> {
         self.localizer.as_ref().ok_or_else(|| {
-            Error::invalid_param(
-                "localizer",
+            Error::not_fitted(
+                crate::error::Missing::Localizer,
                 "this detector was fitted without a localizer; set \
                  DetectorParams::localizer(LocalizerParams::paper()) and fit again",
             )
@@ -288,12 +289,13 @@ impl Detector {
         Ok(self.score_batch(std::slice::from_ref(image))?[0])
     }
 
-    /// Score and decision for one image. Errors when no threshold is set.
+    /// Score and decision for one image. Errors with [`Error::NotFitted`]
+    /// ([`Missing::Threshold`](crate::Missing::Threshold)) when no threshold is set.
     pub fn predict(&self, image: &RgbImage) -> Result<Prediction> {
         let t = self.threshold.ok_or_else(|| {
-            Error::invalid_param(
-                "threshold",
-                "not set: call threshold_from_f1, threshold_from_quantile or set_threshold first",
+            Error::not_fitted(
+                crate::error::Missing::Threshold,
+                "call threshold_from_f1, threshold_from_quantile or set_threshold first",
             )
         })?;
         let score = self.score(image)?;

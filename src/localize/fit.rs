@@ -70,7 +70,7 @@ fn fit_basis(
     rows.iter_mut().for_each(l2_rows);
     let views: Vec<_> = rows.iter().map(|r| r.view()).collect();
     let all = concatenate(Axis(0), &views)
-        .map_err(|e| Error::invalid_param("features", e.to_string()))?;
+        .map_err(|e| Error::internal(format!("shape of `features`: {e}")))?;
     PatchGaussians::fit_pca(all.view(), lp.pca_dim)
 }
 
@@ -135,9 +135,9 @@ fn project_all(
     }
     let views: Vec<_> = kept.iter().map(|r| r.view()).collect();
     let rows = concatenate(Axis(0), &views)
-        .map_err(|e| Error::invalid_param("features", e.to_string()))?;
+        .map_err(|e| Error::internal(format!("shape of `features`: {e}")))?;
     let m = rows.nrows();
     // [m, d] -> [1, m, d]: one "image" whose cells are every kept cell
     rows.into_shape_with_order((1, m, d))
-        .map_err(|e| Error::invalid_param("features", e.to_string()))
+        .map_err(|e| Error::internal(format!("shape of `features`: {e}")))
 }

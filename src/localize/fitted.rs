@@ -191,7 +191,7 @@ impl Localizer {
             .map(|(f, img)| {
                 let (rows, cols) = grid_dims(&self.params, img);
                 let scores = self.gaussians.score(f).map_err(|e| match e {
-                    Error::DimensionMismatch { expected, got, .. } => Error::invalid_param(
+                    Error::DimensionMismatch { expected, got, .. } => Error::invalid_input(
                         "image",
                         format!(
                             "at its working size {}×{} the image has {got} grid cells, but this \
@@ -207,7 +207,7 @@ impl Localizer {
                 // [rows · cols] -> [rows, cols]
                 scores
                     .into_shape_with_order((rows, cols))
-                    .map_err(|e| Error::invalid_param("scores", e.to_string()))
+                    .map_err(|e| Error::internal(format!("shape of `scores`: {e}")))
             })
             .collect()
     }
@@ -247,7 +247,7 @@ impl Localizer {
     pub fn localize(&self, image: &RgbImage) -> Result<AnomalyMap> {
         let (w, h) = image.dimensions();
         if w == 0 || h == 0 {
-            return Err(Error::invalid_param("image", "the image is empty"));
+            return Err(Error::invalid_input("image", "the image is empty"));
         }
         let map = self.input_map(image)?;
         AnomalyMap::new(resize_bilinear(map.view(), w, h)?)

@@ -223,7 +223,7 @@ pub struct TrainReport {
 /// function of the step.
 ///
 /// Errors: invalid parameters, a bad batch (empty → [`Error::EmptyDataset`], labels outside
-/// `0..num_classes` → [`Error::InvalidParam`]), a non-finite loss ([`Error::NonFinite`]), a
+/// `0..num_classes` → [`Error::InvalidInput`]), a non-finite loss ([`Error::NonFinite`]), a
 /// stop request ([`Error::Stopped`]), checkpoint I/O.
 pub fn train<S: BatchSource>(
     classifier: &mut Classifier,
@@ -323,7 +323,10 @@ impl Run<'_> {
             if callback(&progress) == Control::Stop {
                 self.maybe_checkpoint(done, true)?;
                 log::info!("training stopped by the callback after step {done}");
-                return Err(Error::Stopped { step: done });
+                return Err(Error::Stopped {
+                    stage: "training".into(),
+                    step: done,
+                });
             }
         }
         Ok(())

@@ -308,7 +308,7 @@ impl DetectorParams {
     ) -> Result<Detector> {
         self.check()?;
         if images.is_empty() {
-            return Err(Error::invalid_param(
+            return Err(Error::invalid_input(
                 "train",
                 "no training images were given",
             ));
