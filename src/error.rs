@@ -179,13 +179,13 @@ pub enum Error {
     /// *training* in `DetectorParams::fit_with` is not an error: training ends there and the
     /// fit completes a model from what was trained.
     #[error(
-        "stopped by the progress callback during {stage} after {step} (no result could be \
-             completed; to keep a partial model, stop during training instead)"
+        "stopped by the progress callback during {stage} ({step} done): no model can be \
+         completed without it; to keep a partially trained model, stop during training"
     )]
     Stopped {
         /// What was running, e.g. `feature extraction`.
         stage: String,
-        /// Steps (or images) done when the stop was requested.
+        /// Steps or images done when the stop was requested.
         step: usize,
     },
     /// A weights file's tensors do not match the network's variables.

@@ -203,6 +203,56 @@ fn same_seed_same_scores_on_cpu() {
     assert_ne!(a, c);
 }
 
+/// A stop during training is an outcome: training ends at that step and the fit completes a
+/// usable detector that records where it stopped (and keeps the record through a checkpoint).
+/// A stop first answered during feature extraction cannot complete a model: `Error::Stopped`.
+#[test]
+fn a_stop_during_training_keeps_a_partial_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = tiny_data(dir.path());
+    let (mut steps, mut feature_events) = (0, 0);
+    let det = tiny_params()
+        .fit_with(&ds, |e| match e {
+            FitEvent::Train(p) => {
+                steps = p.step;
+                Control::Stop
+            }
+            FitEvent::Features { .. } => {
+                // ignored: the stop was already honoured by ending training
+                feature_events += 1;
+                Control::Stop
+            }
+            _ => Control::Continue,
+        })
+        .unwrap();
+    assert_eq!(steps, 1);
+    assert!(feature_events > 0);
+    assert!(det.stopped_early());
+    let rec = &det.training_record()[0];
+    assert_eq!(
+        (rec.planned_steps, rec.stopped_at, rec.steps_done()),
+        (3, Some(1), 1)
+    );
+    let test = ds.load_test(32).unwrap();
+    let scores = det.score_batch(&test).unwrap();
+    assert!(scores.iter().all(|s| s.is_finite()), "{scores:?}");
+    let back = Detector::from_bytes(&det.to_bytes().unwrap(), Device::Cpu).unwrap();
+    assert_eq!(back.training_record(), det.training_record());
+    assert_eq!(back.score_batch(&test).unwrap(), scores);
+
+    let err = tiny_params()
+        .fit_with(&ds, |e| match e {
+            FitEvent::Features { .. } => Control::Stop,
+            _ => Control::Continue,
+        })
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Stopped);
+    assert!(
+        matches!(&err, Error::Stopped { stage, .. } if stage == "feature extraction"),
+        "{err:?}"
+    );
+}
+
 /// Re-serialises a safetensors file keeping the tensors `keep` accepts and the metadata `edit`
 /// returns.
 fn rewrite(

@@ -72,12 +72,13 @@ fn mask_at(sample: &crate::data::Sample, w: u32, h: u32) -> Result<Option<Array2
 }
 
 /// Pooled `[n, 512]` features of `images` (all of one size), in batches of [`SCORE_BATCH`];
-/// `progress(done)` after each batch.
+/// `progress(done)` after each batch, whose [`Control::Stop`](crate::model::Control::Stop)
+/// ends it with [`Error::Stopped`].
 pub(crate) fn embed_images(
     classifier: &Classifier,
     norm: &Normalization,
     images: &[RgbImage],
-    mut progress: impl FnMut(usize),
+    mut progress: impl FnMut(usize) -> crate::model::Control,
 ) -> Result<Array2<f32>> {
     let mut rows: Vec<f32> = Vec::with_capacity(images.len() * 512);
     let mut dim = 0;
@@ -93,7 +94,13 @@ pub(crate) fn embed_images(
         let start = rows.len();
         rows.resize(start + n, 0.0);
         f.f_copy_data(&mut rows[start..], n)?;
-        progress((i * SCORE_BATCH + chunk.len()).min(images.len()));
+        let done = (i * SCORE_BATCH + chunk.len()).min(images.len());
+        if progress(done) == crate::model::Control::Stop {
+            return Err(Error::Stopped {
+                stage: "feature extraction".into(),
+                step: done,
+            });
+        }
     }
     // [n * dim] -> [n, dim]
     Array2::from_shape_vec((images.len(), dim), rows)
@@ -138,6 +145,12 @@ impl Detector {
     /// one was set), in training order.
     pub fn training_record(&self) -> &[StageRecord] {
         &self.training_record
+    }
+
+    /// Whether the progress callback stopped a training stage before its planned steps (see
+    /// [`StageRecord::stopped_at`]): the detector is complete, its networks less trained.
+    pub fn stopped_early(&self) -> bool {
+        self.training_record.iter().any(|r| r.stopped_at.is_some())
     }
 
     fn map_scored(&self) -> Option<&Localizer> {
@@ -264,7 +277,9 @@ impl Detector {
         let norm = self.params.training.normalization;
         let side = self.params.input_size();
         let square: Vec<RgbImage> = images.iter().map(|i| resize_rgb(i, side)).collect();
-        embed_images(&self.classifier, &norm, &square, |_| {})
+        embed_images(&self.classifier, &norm, &square, |_| {
+            crate::model::Control::Continue
+        })
     }
 
     /// Anomaly scores of `images` (higher = more anomalous), batched. Equal to [`score`](Self::score)

@@ -125,10 +125,13 @@ fn project_all(
                     .assign(&projected);
             }
         }
-        callback(&FitEvent::LocalizerFeatures {
-            done: (i * DENSE_BATCH + chunk.len()).min(n),
-            total: n,
-        });
+        let done = (i * DENSE_BATCH + chunk.len()).min(n);
+        if callback(&FitEvent::LocalizerFeatures { done, total: n }) == Control::Stop {
+            return Err(Error::Stopped {
+                stage: "localizer feature extraction".into(),
+                step: done,
+            });
+        }
     }
     if !shared {
         return Ok(z);
