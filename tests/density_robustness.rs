@@ -234,16 +234,16 @@ fn arrays_round_trip_through_json_bit_identically() {
     let query = random(9, 6, 15);
     for density in [Density::gaussian(), empirical(1e-3), Density::kde()] {
         let fitted = density.fit(train.view()).unwrap();
-        let json = serde_json::to_string(&fitted.record()).unwrap();
+        let json = serde_json::to_string(&fitted.record().unwrap()).unwrap();
         let record: DensityRecord = serde_json::from_str(&json).unwrap();
         assert_eq!(record.params(), density);
-        let arrays = fitted.to_arrays();
+        let arrays = fitted.to_arrays().unwrap();
         let back = FittedDensity::from_arrays(&record, &arrays).unwrap();
         assert_eq!(
             back.score(query.view()).unwrap(),
             fitted.score(query.view()).unwrap()
         );
-        assert_eq!(back.record(), fitted.record());
+        assert_eq!(back.record().unwrap(), fitted.record().unwrap());
         // a missing or mis-shaped array is a typed error
         let e = FittedDensity::from_arrays(&record, &arrays[1..]).unwrap_err();
         assert!(matches!(e, Error::InvalidInput { .. }), "{e:?}");

@@ -1,6 +1,6 @@
 //! The builder and the fitted detector on tiny synthetic data (32 px, a few steps, CPU).
 use cutpaste::data::synthetic::{SyntheticKind, SyntheticSpec};
-use cutpaste::density::FittedDensity;
+use cutpaste::density::{DensityEstimator, FittedDensity, FittedEstimator};
 use cutpaste::model::Precision;
 use cutpaste::prelude::*;
 use cutpaste::Missing;
@@ -361,4 +361,78 @@ fn save_load_roundtrip_and_broken_checkpoints() {
             .contains(".tmp")
     });
     assert_eq!(leftovers.count(), 0);
+}
+
+/// A user-defined density: Euclidean distance to the training mean (higher = more anomalous).
+#[derive(Debug)]
+struct MeanDistance;
+
+struct FittedMean {
+    mean: ndarray::Array1<f32>,
+    n: usize,
+}
+
+impl DensityEstimator for MeanDistance {
+    type Fitted = FittedMean;
+    fn fit(&self, x: ndarray::ArrayView2<f32>) -> cutpaste::Result<FittedMean> {
+        Ok(FittedMean {
+            mean: x.mean_axis(ndarray::Axis(0)).unwrap(),
+            n: x.nrows(),
+        })
+    }
+}
+
+impl FittedEstimator for FittedMean {
+    fn score(&self, x: ndarray::ArrayView2<f32>) -> cutpaste::Result<ndarray::Array1<f32>> {
+        Ok(x.rows()
+            .into_iter()
+            .map(|r| (&r - &self.mean).mapv(|v| v * v).sum().sqrt())
+            .collect())
+    }
+    fn dim(&self) -> usize {
+        self.mean.len()
+    }
+    fn n_train(&self) -> usize {
+        self.n
+    }
+}
+
+/// The builder takes a user-defined estimator: fit → score gives that estimator's scores of
+/// the detector's features; saving it is a typed error that names the fix.
+#[test]
+fn a_user_defined_density_plugs_into_the_builder() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = tiny_data(dir.path());
+    let det = tiny_params()
+        .density(Density::custom(MeanDistance))
+        .fit(&ds)
+        .unwrap();
+    let FittedDensity::Custom(c) = det.density() else {
+        panic!("expected the custom density, got {:?}", det.density())
+    };
+    assert!(c.density().name().ends_with("MeanDistance"));
+    assert_eq!((det.density().dim(), c.n_train()), (512, 6));
+
+    // the same estimator fitted by hand on the detector's features gives the same scores
+    let train = ds.load_train(32).unwrap();
+    let test = ds.load_test(32).unwrap();
+    let by_hand = MeanDistance
+        .fit(det.embed(&train).unwrap().view())
+        .unwrap()
+        .score(det.embed(&test).unwrap().view())
+        .unwrap();
+    let scores = det.score_batch(&test).unwrap();
+    for (s, want) in scores.iter().zip(&by_hand) {
+        assert!(
+            (s - want).abs() <= 1e-5 * want.abs().max(1.0),
+            "{s} vs {want}"
+        );
+    }
+    let report = det.evaluate(&ds).unwrap();
+    assert_eq!(report.scores(), scores);
+
+    let err = det.save(dir.path().join("custom.safetensors")).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsupported);
+    assert!(err.to_string().contains("Density::gaussian()"), "{err}");
+    assert!(!dir.path().join("custom.safetensors").exists());
 }

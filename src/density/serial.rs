@@ -84,9 +84,12 @@ impl DensityRecord {
 }
 
 impl FittedDensity {
-    /// The JSON-able description that goes with [`to_arrays`](Self::to_arrays).
-    pub fn record(&self) -> DensityRecord {
-        match self {
+    /// The JSON-able description that goes with [`to_arrays`](Self::to_arrays). A
+    /// user-defined density has none: [`Error::Unsupported`] (checkpoints store the provided
+    /// densities only).
+    pub fn record(&self) -> Result<DensityRecord> {
+        Ok(match self {
+            FittedDensity::Custom(c) => return Err(c.unsaveable()),
             FittedDensity::Gaussian(g) => DensityRecord::Gaussian {
                 params: g.params().clone(),
                 dim: g.dim(),
@@ -99,12 +102,14 @@ impl FittedDensity {
                 n_train: k.n_train(),
                 gamma: k.gamma(),
             },
-        }
+        })
     }
 
-    /// The fitted state as named row-major arrays (see the module docs for names and dtypes).
-    pub fn to_arrays(&self) -> Vec<NamedArray> {
-        match self {
+    /// The fitted state as named row-major arrays (see the module docs for names and dtypes);
+    /// [`Error::Unsupported`] for a user-defined density, as [`record`](Self::record).
+    pub fn to_arrays(&self) -> Result<Vec<NamedArray>> {
+        Ok(match self {
+            FittedDensity::Custom(c) => return Err(c.unsaveable()),
             FittedDensity::Gaussian(g) => vec![
                 NamedArray {
                     name: "mean".into(),
@@ -122,7 +127,7 @@ impl FittedDensity {
                 shape: vec![k.n_train(), k.dim()],
                 data: ArrayData::F32(k.train_features().iter().copied().collect()),
             }],
-        }
+        })
     }
 
     /// Rebuilds a fitted density from [`record`](Self::record) and
