@@ -1,5 +1,16 @@
 //! The crate's one error type. Every fallible public function returns [`Result<T>`]; messages
 //! name the file or parameter at fault and say how to fix it.
+//!
+//! Callers that want to react to a category rather than to one variant match on
+//! [`Error::kind`], e.g. to tell a missing threshold ([`ErrorKind::NotFitted`]) from a bad
+//! setting ([`ErrorKind::InvalidParam`]) or a damaged file ([`ErrorKind::Checkpoint`]):
+//!
+//! ```
+//! use cutpaste::{Error, ErrorKind};
+//! let e = Error::invalid_param("stride", "must be >= 1, got 0");
+//! assert_eq!(e.kind(), ErrorKind::InvalidParam);
+//! ```
+use std::fmt;
 use std::path::PathBuf;
 
 /// Result alias used throughout the crate.
@@ -34,6 +45,41 @@ pub enum Error {
         name: String,
         /// What is wrong and what would be valid.
         reason: String,
+    },
+    /// An input passed to a function (images, features, a map, arrays to restore from) cannot
+    /// be used as it is: empty, of mixed sizes, not square, of the wrong shape. Settings are
+    /// [`Error::InvalidParam`]; this is about the data.
+    #[error("invalid input `{name}`: {reason}")]
+    InvalidInput {
+        /// The argument's name as in the function signature (e.g. `images`, `train`).
+        name: String,
+        /// What is wrong and what would be valid.
+        reason: String,
+    },
+    /// A part of the detector that this call needs was never fitted or set (a decision
+    /// threshold, a localizer); the message says how to add it.
+    #[error("{what} is not set: {fix}")]
+    NotFitted {
+        /// The missing part.
+        what: Missing,
+        /// How to add it.
+        fix: String,
+    },
+    /// The operation is not available for this detector's configuration (e.g. GradCAM with a
+    /// non-Gaussian density, saving a user-defined density); the message says what works.
+    #[error("{what} is not supported: {fix}")]
+    Unsupported {
+        /// The operation and what in the configuration rules it out.
+        what: String,
+        /// What to do instead.
+        fix: String,
+    },
+    /// An invariant of the crate itself broke (a worker thread died, an array shape the code
+    /// computed does not fit). Not caused by the caller's input: a bug worth reporting.
+    #[error("internal error: {what} (this is a bug in cutpaste; please report it with the steps that led here)")]
+    Internal {
+        /// What went wrong.
+        what: String,
     },
     /// A dataset folder holds no usable image.
     #[error("no images found in {path} (expected PNG/JPEG/BMP/TIFF files directly inside it; check the path, or for a dataset its root and layout, e.g. <category>/train/good/*.png)")]
@@ -128,10 +174,18 @@ pub enum Error {
         "linear algebra error: {0} (check the features for NaN/inf or use Ledoit-Wolf shrinkage)"
     )]
     Linalg(#[from] ndarray_linalg::error::LinalgError),
-    /// Training or scoring was stopped by the caller's callback.
-    #[error("stopped by the progress callback at step {step}")]
+    /// The caller's progress callback answered `Control::Stop` where no usable result can be
+    /// completed (e.g. while extracting the features a density needs). A stop during
+    /// *training* in `DetectorParams::fit_with` is not an error: training ends there and the
+    /// fit completes a model from what was trained.
+    #[error(
+        "stopped by the progress callback during {stage} ({step} done): no model can be \
+         completed without it; to keep a partially trained model, stop during training"
+    )]
     Stopped {
-        /// The step at which the stop was requested.
+        /// What was running, e.g. `feature extraction`.
+        stage: String,
+        /// Steps or images done when the stop was requested.
         step: usize,
     },
     /// A weights file's tensors do not match the network's variables.
@@ -185,7 +239,117 @@ fn mismatch_summary(missing: &[String], unexpected: &[String], mismatched: &[Str
     .join("; ")
 }
 
+/// The part of a detector an [`Error::NotFitted`] is about.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Missing {
+    /// The decision threshold of `predict`.
+    Threshold,
+    /// The patch localizer of `localize`.
+    Localizer,
+}
+
+impl fmt::Display for Missing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Missing::Threshold => "the decision threshold",
+            Missing::Localizer => "the localizer",
+        })
+    }
+}
+
+/// What kind of thing went wrong: the category to match on when the exact variant does not
+/// matter ([`Error::kind`]). New kinds may be added.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// A setting is out of range or inconsistent with another: fix the parameters
+    /// ([`Error::InvalidParam`]).
+    InvalidParam,
+    /// The data given cannot be used: images (undecodable, too small, mixed sizes), datasets
+    /// (empty, missing or mis-sized masks), features (NaN, wrong width, a singular covariance),
+    /// a metric given one class only ([`Error::InvalidInput`], [`Error::Image`],
+    /// [`Error::EmptyDataset`], [`Error::MissingMask`], [`Error::MaskMismatch`],
+    /// [`Error::ImageTooSmall`], [`Error::NonFinite`], [`Error::DimensionMismatch`],
+    /// [`Error::SingularCovariance`], [`Error::SingleClass`], [`Error::SizeMismatch`]).
+    Data,
+    /// A stage the call needs was not fitted or set: no threshold, no localizer
+    /// ([`Error::NotFitted`]; its [`Missing`] says which).
+    NotFitted,
+    /// The call is not available for this configuration ([`Error::Unsupported`]).
+    Unsupported,
+    /// A checkpoint or weights file is unreadable, foreign, of another version, incomplete or
+    /// does not match the network ([`Error::Checkpoint`], [`Error::WeightsMismatch`]).
+    Checkpoint,
+    /// Reading or writing the file system failed ([`Error::Io`]).
+    Io,
+    /// The requested device cannot be used ([`Error::DeviceUnavailable`]).
+    Device,
+    /// libtorch or LAPACK reported a failure ([`Error::Torch`], [`Error::Linalg`]).
+    Backend,
+    /// The progress callback stopped the work before a result existed ([`Error::Stopped`]).
+    Stopped,
+    /// A bug in this crate ([`Error::Internal`]).
+    Internal,
+}
+
 impl Error {
+    /// The category of this error (see [`ErrorKind`] for which variants fall in which).
+    pub fn kind(&self) -> ErrorKind {
+        use Error as E;
+        match self {
+            E::InvalidParam { .. } => ErrorKind::InvalidParam,
+            E::InvalidInput { .. }
+            | E::Image { .. }
+            | E::EmptyDataset { .. }
+            | E::MissingMask { .. }
+            | E::MaskMismatch { .. }
+            | E::ImageTooSmall { .. }
+            | E::NonFinite { .. }
+            | E::DimensionMismatch { .. }
+            | E::SingularCovariance { .. }
+            | E::SingleClass { .. }
+            | E::SizeMismatch { .. } => ErrorKind::Data,
+            E::NotFitted { .. } => ErrorKind::NotFitted,
+            E::Unsupported { .. } => ErrorKind::Unsupported,
+            E::Checkpoint { .. } | E::WeightsMismatch { .. } => ErrorKind::Checkpoint,
+            E::Io { .. } => ErrorKind::Io,
+            E::DeviceUnavailable { .. } => ErrorKind::Device,
+            E::Torch(_) | E::Linalg(_) => ErrorKind::Backend,
+            E::Stopped { .. } => ErrorKind::Stopped,
+            E::Internal { .. } => ErrorKind::Internal,
+        }
+    }
+
+    /// Shorthand for [`Error::InvalidInput`].
+    pub fn invalid_input(name: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::InvalidInput {
+            name: name.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Shorthand for [`Error::NotFitted`].
+    pub fn not_fitted(what: Missing, fix: impl Into<String>) -> Self {
+        Error::NotFitted {
+            what,
+            fix: fix.into(),
+        }
+    }
+
+    /// Shorthand for [`Error::Unsupported`].
+    pub fn unsupported(what: impl Into<String>, fix: impl Into<String>) -> Self {
+        Error::Unsupported {
+            what: what.into(),
+            fix: fix.into(),
+        }
+    }
+
+    /// Shorthand for [`Error::Internal`].
+    pub fn internal(what: impl Into<String>) -> Self {
+        Error::Internal { what: what.into() }
+    }
+
     /// Shorthand for [`Error::InvalidParam`].
     pub fn invalid_param(name: impl Into<String>, reason: impl Into<String>) -> Self {
         Error::InvalidParam {
@@ -223,5 +387,10 @@ mod tests {
             path: "bottle/train/good".into(),
         };
         assert!(e.to_string().contains("bottle/train/good"));
+        assert_eq!(e.kind(), ErrorKind::Data);
+        let e = Error::not_fitted(Missing::Threshold, "call set_threshold first");
+        assert_eq!(e.kind(), ErrorKind::NotFitted);
+        assert!(e.to_string().contains("set_threshold"), "{e}");
+        assert_eq!(Error::internal("x").kind(), ErrorKind::Internal);
     }
 }

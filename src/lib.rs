@@ -122,7 +122,7 @@ pub mod pipeline;
 pub mod report_html;
 
 pub use detector::{Detector, Prediction, Report};
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Missing, Result};
 pub use pipeline::DetectorParams;
 
 /// The types most programs need: `use cutpaste::prelude::*;`.
@@ -131,7 +131,7 @@ pub mod prelude {
     pub use crate::data::{Dataset, FolderDataset, MvtecOptions};
     pub use crate::density::Density;
     pub use crate::detector::{Detector, Prediction, Report};
-    pub use crate::error::{Error, Result};
+    pub use crate::error::{Error, ErrorKind, Result};
     pub use crate::localize::{FeatureMode, LocalizerParams, PatchDensity};
     pub use crate::model::{Control, FastPath, TrainParams};
     pub use crate::pipeline::{Backbone, DetectorParams, FitEvent, ImageScore};

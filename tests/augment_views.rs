@@ -159,7 +159,7 @@ proptest! {
         let img = RgbImage::new(w, h);
         match Augmentation::new(all[vi]).views(&img, seed) {
             Ok(views) => prop_assert!(views.iter().all(|v| v.image.dimensions() == (w, h))),
-            Err(Error::ImageTooSmall { .. } | Error::InvalidParam { .. }) => {}
+            Err(Error::ImageTooSmall { .. } | Error::InvalidParam { .. } | Error::InvalidInput { .. }) => {}
             Err(e) => prop_assert!(false, "unexpected error {e}"),
         }
         for r in [
@@ -169,7 +169,7 @@ proptest! {
             scar_cutout(&img, &ScarParams::paper(), seed).map(|_| ()),
             rotate_quarters(&img, 1).map(|_| ()),
         ] {
-            let ok = matches!(r, Ok(()) | Err(Error::ImageTooSmall { .. } | Error::InvalidParam { .. }));
+            let ok = matches!(r, Ok(()) | Err(Error::ImageTooSmall { .. } | Error::InvalidParam { .. } | Error::InvalidInput { .. }));
             prop_assert!(ok, "unexpected result {:?}", r);
         }
     }
@@ -201,7 +201,7 @@ fn size_limits_are_exact_and_seed_independent() {
         .views(&noise_image(32, 33, 1), 0)
         .unwrap_err();
     assert!(
-        matches!(&err, Error::InvalidParam { name, .. } if name == "image"),
+        matches!(&err, Error::InvalidInput { name, .. } if name == "image"),
         "{err}"
     );
 }

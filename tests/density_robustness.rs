@@ -138,7 +138,7 @@ fn bad_values_are_typed_errors_naming_the_row() {
         let e = density
             .fit(Array2::<f32>::zeros((5, 0)).view())
             .unwrap_err();
-        assert!(matches!(e, Error::InvalidParam { .. }), "{e:?}");
+        assert!(matches!(e, Error::InvalidInput { .. }), "{e:?}");
         assert_eq!(
             fitted
                 .score(Array2::<f32>::zeros((0, 8)).view())
@@ -171,7 +171,7 @@ fn invalid_parameters_are_rejected() {
     let e = Density::kde()
         .fit(Array2::<f32>::ones((1, 1)).view())
         .unwrap_err();
-    assert!(matches!(e, Error::InvalidParam { .. }), "{e:?}");
+    assert!(matches!(e, Error::InvalidInput { .. }), "{e:?}");
     // explicit bandwidth h ↔ gamma = 1/(2h²)
     assert_eq!(
         KdeParams::default().bandwidth(0.5),
@@ -234,19 +234,19 @@ fn arrays_round_trip_through_json_bit_identically() {
     let query = random(9, 6, 15);
     for density in [Density::gaussian(), empirical(1e-3), Density::kde()] {
         let fitted = density.fit(train.view()).unwrap();
-        let json = serde_json::to_string(&fitted.record()).unwrap();
+        let json = serde_json::to_string(&fitted.record().unwrap()).unwrap();
         let record: DensityRecord = serde_json::from_str(&json).unwrap();
         assert_eq!(record.params(), density);
-        let arrays = fitted.to_arrays();
+        let arrays = fitted.to_arrays().unwrap();
         let back = FittedDensity::from_arrays(&record, &arrays).unwrap();
         assert_eq!(
             back.score(query.view()).unwrap(),
             fitted.score(query.view()).unwrap()
         );
-        assert_eq!(back.record(), fitted.record());
+        assert_eq!(back.record().unwrap(), fitted.record().unwrap());
         // a missing or mis-shaped array is a typed error
         let e = FittedDensity::from_arrays(&record, &arrays[1..]).unwrap_err();
-        assert!(matches!(e, Error::InvalidParam { .. }), "{e:?}");
+        assert!(matches!(e, Error::InvalidInput { .. }), "{e:?}");
         let mut bad = arrays.clone();
         bad[0].shape[0] += 1;
         let e = FittedDensity::from_arrays(&record, &bad).unwrap_err();
@@ -257,7 +257,7 @@ fn arrays_round_trip_through_json_bit_identically() {
             ArrayData::F64(v) => ArrayData::F32(v.iter().map(|&x| x as f32).collect()),
         };
         let e = FittedDensity::from_arrays(&record, &bad).unwrap_err();
-        assert!(matches!(e, Error::InvalidParam { .. }), "{e:?}");
+        assert!(matches!(e, Error::InvalidInput { .. }), "{e:?}");
     }
 }
 

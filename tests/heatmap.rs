@@ -336,8 +336,11 @@ mod gradcam {
     fn gradcam_needs_the_gaussian_density() {
         let (det, spec) = tiny_detector(Density::kde());
         match det.gradcam(&spec.train_image(0)) {
-            Err(Error::InvalidParam { name, .. }) => assert_eq!(name, "density"),
-            other => panic!("expected InvalidParam(density), got {other:?}"),
+            Err(e @ Error::Unsupported { .. }) => {
+                assert_eq!(e.kind(), ErrorKind::Unsupported);
+                assert!(e.to_string().contains("Density::gaussian()"), "{e}");
+            }
+            other => panic!("expected Unsupported, got {other:?}"),
         }
     }
 

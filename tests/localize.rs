@@ -5,6 +5,7 @@ use cutpaste::localize::{grid_side, patch_features, PatchGaussians, PatchSource}
 use cutpaste::metrics::pixel_auroc;
 use cutpaste::model::{BatchSource, Classifier, ClassifierConfig, Precision};
 use cutpaste::prelude::*;
+use cutpaste::Missing;
 use image::{imageops, RgbImage};
 use ndarray::Array2;
 use std::sync::Arc;
@@ -286,8 +287,18 @@ fn without_a_localizer_localize_is_a_typed_error() {
         .fit(&ds)
         .unwrap();
     match det.localize(&RgbImage::new(32, 32)) {
-        Err(Error::InvalidParam { name, .. }) => assert_eq!(name, "localizer"),
-        other => panic!("expected InvalidParam, got {other:?}"),
+        Err(e @ Error::NotFitted { .. }) => {
+            assert_eq!(e.kind(), ErrorKind::NotFitted);
+            assert!(matches!(
+                e,
+                Error::NotFitted {
+                    what: Missing::Localizer,
+                    ..
+                }
+            ));
+            assert!(e.to_string().contains("LocalizerParams"), "{e}");
+        }
+        other => panic!("expected NotFitted(localizer), got {other:?}"),
     }
     let r = det.evaluate(&ds).unwrap();
     assert_eq!((r.pixel_auroc, r.aupro), (None, None));
@@ -435,4 +446,58 @@ fn dense_map_rises_on_squares_planted_at_an_edge_a_corner_and_the_middle() {
         let f = *f.as_ref().unwrap();
         assert!((f - d).abs() <= 1e-5 * d.abs().max(1.0), "{f} vs {d}");
     }
+}
+
+/// A stop during the image model's training skips the patch model's training but still fits
+/// the localizer, whose maps work; a stop first answered during the localizer's features
+/// (no training stopped before) ends the fit with `Error::Stopped`.
+#[test]
+fn a_stop_in_training_still_fits_the_localizer() {
+    let images: Vec<RgbImage> = (0..4).map(|i| image(64, i)).collect();
+    let mut localizer_steps = 0;
+    let det = tiny_params(tiny_loc())
+        .fit_images_with(images.clone(), |e| match e {
+            FitEvent::Train(_) => Control::Stop,
+            FitEvent::LocalizerTrain(_) => {
+                localizer_steps += 1;
+                Control::Continue
+            }
+            _ => Control::Continue,
+        })
+        .unwrap();
+    assert_eq!(localizer_steps, 0, "the patch model trained after a stop");
+    assert!(det.stopped_early());
+    let rec = det.training_record();
+    assert_eq!(rec.len(), 2);
+    assert_eq!(
+        (
+            rec[0].stage.as_str(),
+            rec[0].stopped_at,
+            rec[0].steps_done()
+        ),
+        ("image", Some(1), 1)
+    );
+    assert_eq!(
+        (
+            rec[1].stage.as_str(),
+            rec[1].stopped_at,
+            rec[1].planned_steps
+        ),
+        ("localizer", Some(0), 3)
+    );
+    let map = det.localize(&images[0]).unwrap();
+    assert_eq!((map.width(), map.height()), (64, 64));
+    assert!(map.view().iter().all(|v| v.is_finite()));
+
+    let err = tiny_params(tiny_loc())
+        .fit_images_with(images, |e| match e {
+            FitEvent::LocalizerFeatures { .. } => Control::Stop,
+            _ => Control::Continue,
+        })
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Stopped);
+    assert!(
+        matches!(&err, Error::Stopped { stage, .. } if stage == "localizer feature extraction"),
+        "{err:?}"
+    );
 }

@@ -1,8 +1,9 @@
 //! The builder and the fitted detector on tiny synthetic data (32 px, a few steps, CPU).
 use cutpaste::data::synthetic::{SyntheticKind, SyntheticSpec};
-use cutpaste::density::FittedDensity;
+use cutpaste::density::{DensityEstimator, FittedDensity, FittedEstimator};
 use cutpaste::model::Precision;
 use cutpaste::prelude::*;
+use cutpaste::Missing;
 
 fn tiny_params() -> DetectorParams {
     Detector::params()
@@ -30,7 +31,13 @@ fn tiny_data(dir: &std::path::Path) -> Dataset {
 #[test]
 fn check_names_the_bad_parameter() {
     let name_of = |p: DetectorParams| match p.check() {
-        Err(Error::InvalidParam { name, .. }) => name,
+        Err(e @ Error::InvalidParam { .. }) => {
+            assert_eq!(e.kind(), ErrorKind::InvalidParam);
+            let Error::InvalidParam { name, .. } = e else {
+                unreachable!()
+            };
+            name
+        }
         other => panic!("expected InvalidParam, got {other:?}"),
     };
     assert_eq!(name_of(tiny_params().image_size(16)), "image_size");
@@ -122,10 +129,16 @@ fn fit_score_threshold_predict_evaluate() {
     }
 
     // thresholds and predictions
+    let no_threshold = det.predict(&test[0]).unwrap_err();
+    assert_eq!(no_threshold.kind(), ErrorKind::NotFitted);
     assert!(matches!(
-        det.predict(&test[0]),
-        Err(Error::InvalidParam { .. })
+        no_threshold,
+        Error::NotFitted {
+            what: Missing::Threshold,
+            ..
+        }
     ));
+    assert!(no_threshold.to_string().contains("set_threshold"));
     let train_scores = det.score_batch(&train).unwrap();
     let t = det.threshold_from_quantile(&train, 1.0).unwrap();
     assert_eq!(t, train_scores.iter().cloned().fold(f32::MIN, f32::max));
@@ -161,7 +174,7 @@ fn fit_score_threshold_predict_evaluate() {
     assert_eq!(det.threshold_from_synthetic(&train, 9).unwrap(), t_syn);
     assert!(matches!(
         det.threshold_from_synthetic(&[], 9),
-        Err(Error::InvalidParam { .. })
+        Err(Error::InvalidInput { .. })
     ));
 
     let report = det.evaluate(&ds).unwrap();
@@ -188,6 +201,56 @@ fn same_seed_same_scores_on_cpu() {
         .score_batch(&test)
         .unwrap();
     assert_ne!(a, c);
+}
+
+/// A stop during training is an outcome: training ends at that step and the fit completes a
+/// usable detector that records where it stopped (and keeps the record through a checkpoint).
+/// A stop first answered during feature extraction cannot complete a model: `Error::Stopped`.
+#[test]
+fn a_stop_during_training_keeps_a_partial_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = tiny_data(dir.path());
+    let (mut steps, mut feature_events) = (0, 0);
+    let det = tiny_params()
+        .fit_with(&ds, |e| match e {
+            FitEvent::Train(p) => {
+                steps = p.step;
+                Control::Stop
+            }
+            FitEvent::Features { .. } => {
+                // ignored: the stop was already honoured by ending training
+                feature_events += 1;
+                Control::Stop
+            }
+            _ => Control::Continue,
+        })
+        .unwrap();
+    assert_eq!(steps, 1);
+    assert!(feature_events > 0);
+    assert!(det.stopped_early());
+    let rec = &det.training_record()[0];
+    assert_eq!(
+        (rec.planned_steps, rec.stopped_at, rec.steps_done()),
+        (3, Some(1), 1)
+    );
+    let test = ds.load_test(32).unwrap();
+    let scores = det.score_batch(&test).unwrap();
+    assert!(scores.iter().all(|s| s.is_finite()), "{scores:?}");
+    let back = Detector::from_bytes(&det.to_bytes().unwrap(), Device::Cpu).unwrap();
+    assert_eq!(back.training_record(), det.training_record());
+    assert_eq!(back.score_batch(&test).unwrap(), scores);
+
+    let err = tiny_params()
+        .fit_with(&ds, |e| match e {
+            FitEvent::Features { .. } => Control::Stop,
+            _ => Control::Continue,
+        })
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Stopped);
+    assert!(
+        matches!(&err, Error::Stopped { stage, .. } if stage == "feature extraction"),
+        "{err:?}"
+    );
 }
 
 /// Re-serialises a safetensors file keeping the tensors `keep` accepts and the metadata `edit`
@@ -249,6 +312,7 @@ fn save_load_roundtrip_and_broken_checkpoints() {
 
     let is_ckpt = |p: &std::path::Path, needle: &str| match Detector::load(p, Device::Cpu) {
         Err(e @ (Error::Checkpoint { .. } | Error::WeightsMismatch { .. })) => {
+            assert_eq!(e.kind(), ErrorKind::Checkpoint);
             let msg = e.to_string();
             assert!(msg.contains(&p.display().to_string()), "no path in: {msg}");
             assert!(msg.contains(needle), "'{needle}' not in: {msg}");
@@ -297,4 +361,78 @@ fn save_load_roundtrip_and_broken_checkpoints() {
             .contains(".tmp")
     });
     assert_eq!(leftovers.count(), 0);
+}
+
+/// A user-defined density: Euclidean distance to the training mean (higher = more anomalous).
+#[derive(Debug)]
+struct MeanDistance;
+
+struct FittedMean {
+    mean: ndarray::Array1<f32>,
+    n: usize,
+}
+
+impl DensityEstimator for MeanDistance {
+    type Fitted = FittedMean;
+    fn fit(&self, x: ndarray::ArrayView2<f32>) -> cutpaste::Result<FittedMean> {
+        Ok(FittedMean {
+            mean: x.mean_axis(ndarray::Axis(0)).unwrap(),
+            n: x.nrows(),
+        })
+    }
+}
+
+impl FittedEstimator for FittedMean {
+    fn score(&self, x: ndarray::ArrayView2<f32>) -> cutpaste::Result<ndarray::Array1<f32>> {
+        Ok(x.rows()
+            .into_iter()
+            .map(|r| (&r - &self.mean).mapv(|v| v * v).sum().sqrt())
+            .collect())
+    }
+    fn dim(&self) -> usize {
+        self.mean.len()
+    }
+    fn n_train(&self) -> usize {
+        self.n
+    }
+}
+
+/// The builder takes a user-defined estimator: fit → score gives that estimator's scores of
+/// the detector's features; saving it is a typed error that names the fix.
+#[test]
+fn a_user_defined_density_plugs_into_the_builder() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = tiny_data(dir.path());
+    let det = tiny_params()
+        .density(Density::custom(MeanDistance))
+        .fit(&ds)
+        .unwrap();
+    let FittedDensity::Custom(c) = det.density() else {
+        panic!("expected the custom density, got {:?}", det.density())
+    };
+    assert!(c.density().name().ends_with("MeanDistance"));
+    assert_eq!((det.density().dim(), c.n_train()), (512, 6));
+
+    // the same estimator fitted by hand on the detector's features gives the same scores
+    let train = ds.load_train(32).unwrap();
+    let test = ds.load_test(32).unwrap();
+    let by_hand = MeanDistance
+        .fit(det.embed(&train).unwrap().view())
+        .unwrap()
+        .score(det.embed(&test).unwrap().view())
+        .unwrap();
+    let scores = det.score_batch(&test).unwrap();
+    for (s, want) in scores.iter().zip(&by_hand) {
+        assert!(
+            (s - want).abs() <= 1e-5 * want.abs().max(1.0),
+            "{s} vs {want}"
+        );
+    }
+    let report = det.evaluate(&ds).unwrap();
+    assert_eq!(report.scores(), scores);
+
+    let err = det.save(dir.path().join("custom.safetensors")).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsupported);
+    assert!(err.to_string().contains("Density::gaussian()"), "{err}");
+    assert!(!dir.path().join("custom.safetensors").exists());
 }

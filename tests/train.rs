@@ -136,15 +136,17 @@ fn resume_from_checkpoint_equals_the_uninterrupted_run() {
 
     let params = base.clone().checkpoint(&ckpt, 2, true);
     let mut first = classifier(4, Precision::Fp32);
-    let err = train(&mut first, &mut source(9), &params, |p| {
+    let stopped = train(&mut first, &mut source(9), &params, |p| {
         if p.step == 3 {
             Control::Stop
         } else {
             Control::Continue
         }
     })
-    .unwrap_err();
-    assert!(matches!(err, Error::Stopped { step: 3 }), "{err:?}");
+    .unwrap();
+    assert_eq!(stopped.stopped_at, Some(3));
+    assert_eq!(stopped.losses, full.losses[..3]);
+    assert_eq!(full.stopped_at, None);
     // Resume into a classifier with other initial weights: everything comes from the file.
     let mut resumed = classifier(99, Precision::Fp32);
     let rest = run(&mut resumed, &params, 9);
@@ -186,7 +188,7 @@ fn callback_sees_every_step_and_can_stop() {
     single_thread();
     let mut seen: Vec<Progress> = vec![];
     let params = TrainParams::paper().steps(6);
-    let err = train(
+    let report = train(
         &mut classifier(0, Precision::Fp32),
         &mut source(1),
         &params,
@@ -199,8 +201,9 @@ fn callback_sees_every_step_and_can_stop() {
             }
         },
     )
-    .unwrap_err();
-    assert!(matches!(err, Error::Stopped { step: 2 }));
+    .unwrap();
+    assert_eq!(report.stopped_at, Some(2));
+    assert_eq!(report.losses.len(), 2);
     assert_eq!(seen.iter().map(|p| p.step).collect::<Vec<_>>(), vec![1, 2]);
     for p in &seen {
         assert_eq!(p.steps, 6);
@@ -242,7 +245,7 @@ fn empty_and_bad_batches_are_typed_errors() {
         &params,
         |_| Control::Continue,
     );
-    assert!(matches!(err, Err(Error::InvalidParam { ref name, .. }) if name == "batch.labels"));
+    assert!(matches!(err, Err(Error::InvalidInput { ref name, .. }) if name == "batch.labels"));
     let mut failing = |step: usize| -> cutpaste::Result<Batch> {
         Err(Error::invalid_param(
             "augmentation",

@@ -135,11 +135,11 @@ pub fn mean_colour(image: &RgbImage) -> [u8; 3] {
 /// Rotation-prediction view: `image` rotated counter-clockwise by `quarter_turns · 90°`
 /// (taken modulo 4). Needs a square image so that all four views have the input's size.
 ///
-/// Errors: [`Error::InvalidParam`] for a non-square image.
+/// Errors: [`Error::InvalidInput`] for a non-square image.
 pub fn rotate_quarters(image: &RgbImage, quarter_turns: usize) -> Result<RgbImage> {
     let (w, h) = image.dimensions();
     if w != h {
-        return Err(Error::invalid_param(
+        return Err(Error::invalid_input(
             "image",
             format!("rotation prediction needs square images so all four views share one size, got {w}x{h}; resize or crop first"),
         ));

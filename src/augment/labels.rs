@@ -221,7 +221,7 @@ impl Augmentation {
     }
 
     /// Errors when a `width × height` image is too small for this label set
-    /// ([`Error::ImageTooSmall`]) or, for rotation, not square ([`Error::InvalidParam`]).
+    /// ([`Error::ImageTooSmall`]) or, for rotation, not square ([`Error::InvalidInput`]).
     /// Independent of the seed.
     pub fn check_image(&self, width: u32, height: u32) -> Result<()> {
         if width == 0 || height == 0 {
@@ -239,7 +239,7 @@ impl Augmentation {
             self.scar.check_image(width, height)?;
         }
         if self.variant == Variant::Rotation && width != height {
-            return Err(Error::invalid_param(
+            return Err(Error::invalid_input(
                 "image",
                 format!("rotation prediction needs square images, got {width}x{height}; resize or crop first"),
             ));
@@ -276,7 +276,8 @@ impl Augmentation {
     /// View 0 is the pre-augmented image itself (label 0); every synthetic view equals view 0
     /// outside its footprint.
     ///
-    /// Errors: [`Error::InvalidParam`] for bad parameters or a non-square image with rotation,
+    /// Errors: [`Error::InvalidParam`] for bad parameters, [`Error::InvalidInput`] for a
+    /// non-square image with rotation,
     /// [`Error::ImageTooSmall`] for images too small for the patches or scars.
     pub fn views(&self, image: &RgbImage, seed: u64) -> Result<Vec<View>> {
         self.check()?;

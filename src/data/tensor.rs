@@ -67,11 +67,11 @@ impl Default for Normalization {
 pub(crate) fn batch_dimensions(images: &[RgbImage]) -> Result<(u32, u32)> {
     let first = images
         .first()
-        .ok_or_else(|| Error::invalid_param("images", "empty batch: pass at least one image"))?;
+        .ok_or_else(|| Error::invalid_input("images", "empty batch: pass at least one image"))?;
     let (w, h) = first.dimensions();
     match images.iter().position(|img| img.dimensions() != (w, h)) {
         None => Ok((w, h)),
-        Some(i) => Err(Error::invalid_param(
+        Some(i) => Err(Error::invalid_input(
             "images",
             format!(
                 "image {i} is {}x{} but image 0 is {w}x{h}; resize all images to one size",
@@ -127,7 +127,7 @@ pub fn tensor_to_image(t: &tch::Tensor, norm: &Normalization) -> Result<RgbImage
     };
     let size = t.size();
     if size.len() != 3 || size[0] != 3 {
-        return Err(Error::invalid_param(
+        return Err(Error::invalid_input(
             "tensor",
             format!("expected shape [3, h, w] or [1, 3, h, w], got {size:?}"),
         ));
@@ -181,7 +181,7 @@ mod tests {
         let b = RgbImage::new(3, 2);
         assert!(matches!(
             images_to_nchw(&[a.clone(), b], &Normalization::IMAGENET),
-            Err(Error::InvalidParam { .. })
+            Err(Error::InvalidInput { .. })
         ));
         let bad = Normalization {
             mean: [0.0; 3],

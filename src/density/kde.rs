@@ -70,7 +70,7 @@ impl KdeParams {
 
     /// Stores the L2-normalised training features and resolves γ.
     /// See [`DensityEstimator::fit`] for the errors; additionally the DROC rule fails with
-    /// [`Error::InvalidParam`] when the training features have zero variance.
+    /// [`Error::InvalidInput`] when the training features have zero variance.
     pub fn fit(&self, features: ArrayView2<f32>) -> Result<FittedKde> {
         self.check()?;
         check_train(features, "KDE training features")?;
@@ -81,8 +81,8 @@ impl KdeParams {
                 let var = x.var(0.0);
                 let g = 10.0 / (var * x.ncols() as f64);
                 if var.is_nan() || var <= 0.0 || !g.is_finite() {
-                    return Err(Error::invalid_param(
-                        "gamma",
+                    return Err(Error::invalid_input(
+                        "features",
                         format!(
                             "the DROC rule 10/(var*dim) is undefined: the normalised training \
                              features have variance {var}; give an explicit gamma"

@@ -2,6 +2,9 @@
 //! §3.3): a Gaussian (GDE) with Ledoit–Wolf shrinkage or an empirical covariance plus `reg_covar`,
 //! and the DROC-style kernel density estimator (KDE).
 //!
+//! A user-defined estimator (any [`DensityEstimator`]) plugs in through [`Density::custom`]; see
+//! [`CustomDensity`] for an example.
+//!
 //! Rows are samples, columns are feature dimensions. Fitting takes an unfitted parameter value
 //! ([`Density`], [`GaussianParams`], [`KdeParams`]) and returns a distinct fitted type
 //! ([`FittedDensity`], [`FittedGaussian`], [`FittedKde`]): scoring an unfitted estimator cannot
@@ -24,17 +27,19 @@
 //! let gde = Density::Gaussian(GaussianParams::default().covariance(Covariance::empirical()));
 //! let _ = gde.fit(train.view())?;
 //! // save / restore through plain arrays (checkpoints store them in safetensors)
-//! let (record, arrays) = (fitted.record(), fitted.to_arrays());
+//! let (record, arrays) = (fitted.record()?, fitted.to_arrays()?);
 //! let restored = cutpaste::density::FittedDensity::from_arrays(&record, &arrays)?;
 //! assert_eq!(restored.score(test.view())?, scores);
 //! # Ok(()) }
 //! ```
 
+mod custom;
 mod gaussian;
 mod kde;
 mod ledoit_wolf;
 mod serial;
 
+pub use custom::{CustomDensity, FittedCustom};
 pub use gaussian::{Covariance, FittedGaussian, GaussianParams};
 pub use kde::{FittedKde, KdeBandwidth, KdeParams};
 pub use ledoit_wolf::{empirical_covariance, ledoit_wolf, LEDOIT_WOLF_MIN_SAMPLES};
@@ -50,8 +55,8 @@ pub trait DensityEstimator {
     type Fitted: FittedEstimator;
     /// Fits on training features (rows = samples of normal data, columns = dimensions).
     ///
-    /// Errors: no rows → [`Error::EmptyDataset`]; no columns or an invalid parameter →
-    /// [`Error::InvalidParam`]; NaN/inf → [`Error::NonFinite`] naming the first bad row; a
+    /// Errors: no rows → [`Error::EmptyDataset`]; no columns → [`Error::InvalidInput`]; an
+    /// invalid parameter → [`Error::InvalidParam`]; NaN/inf → [`Error::NonFinite`] naming the first bad row; a
     /// covariance that cannot be inverted → [`Error::SingularCovariance`].
     fn fit(&self, features: ArrayView2<f32>) -> Result<Self::Fitted>;
 }
@@ -77,6 +82,10 @@ pub enum Density {
     Gaussian(GaussianParams),
     /// Kernel density estimator, score = −logsumexp(2γ·cos)/γ.
     Kde(KdeParams),
+    /// A user-defined estimator ([`Density::custom`]). Never serialised: a detector fitted with
+    /// it scores, thresholds and evaluates, but saving it is an [`Error::Unsupported`].
+    #[serde(skip)]
+    Custom(CustomDensity),
 }
 
 impl Default for Density {
@@ -96,11 +105,24 @@ impl Density {
         Density::Kde(KdeParams::default())
     }
 
-    /// Validates the parameters without fitting ([`Error::InvalidParam`] naming the field).
+    /// A user-defined estimator: any [`DensityEstimator`] whose fitted type scores
+    /// **higher = more anomalous**. The builder fits it on the pooled features like the
+    /// provided ones (see [`CustomDensity`]).
+    pub fn custom<E>(estimator: E) -> Self
+    where
+        E: DensityEstimator + Send + Sync + 'static,
+        E::Fitted: Send + Sync + 'static,
+    {
+        Density::Custom(CustomDensity::new(estimator))
+    }
+
+    /// Validates the parameters without fitting ([`Error::InvalidParam`] naming the field); a
+    /// custom estimator validates its own when it fits.
     pub fn check(&self) -> Result<()> {
         match self {
             Density::Gaussian(p) => p.check(),
             Density::Kde(p) => p.check(),
+            Density::Custom(_) => Ok(()),
         }
     }
 
@@ -128,6 +150,7 @@ impl Density {
         Ok(match self {
             Density::Gaussian(p) => FittedDensity::Gaussian(p.fit(features)?),
             Density::Kde(p) => FittedDensity::Kde(p.fit(features)?),
+            Density::Custom(c) => FittedDensity::Custom(c.fit(features)?),
         })
     }
 }
@@ -146,6 +169,8 @@ pub enum FittedDensity {
     Gaussian(FittedGaussian),
     /// Fitted KDE.
     Kde(FittedKde),
+    /// A fitted user-defined estimator.
+    Custom(FittedCustom),
 }
 
 impl FittedDensity {
@@ -155,6 +180,7 @@ impl FittedDensity {
         match self {
             FittedDensity::Gaussian(g) => g.score(features),
             FittedDensity::Kde(k) => k.score(features),
+            FittedDensity::Custom(c) => c.score(features),
         }
     }
 
@@ -163,6 +189,7 @@ impl FittedDensity {
         match self {
             FittedDensity::Gaussian(g) => g.dim(),
             FittedDensity::Kde(k) => k.dim(),
+            FittedDensity::Custom(c) => c.dim(),
         }
     }
 
@@ -171,6 +198,7 @@ impl FittedDensity {
         match self {
             FittedDensity::Gaussian(g) => Density::Gaussian(g.params().clone()),
             FittedDensity::Kde(k) => Density::Kde(k.params().clone()),
+            FittedDensity::Custom(c) => Density::Custom(c.density().clone()),
         }
     }
 }
@@ -186,6 +214,7 @@ impl FittedEstimator for FittedDensity {
         match self {
             FittedDensity::Gaussian(g) => g.n_train(),
             FittedDensity::Kde(k) => k.n_train(),
+            FittedDensity::Custom(c) => c.n_train(),
         }
     }
 }
@@ -198,7 +227,7 @@ pub(crate) fn check_train(features: ArrayView2<f32>, what: &str) -> Result<()> {
         });
     }
     if features.ncols() == 0 {
-        return Err(Error::invalid_param(
+        return Err(Error::invalid_input(
             what,
             "features have 0 columns; pass one row of at least 1 dimension per sample",
         ));

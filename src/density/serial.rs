@@ -84,9 +84,12 @@ impl DensityRecord {
 }
 
 impl FittedDensity {
-    /// The JSON-able description that goes with [`to_arrays`](Self::to_arrays).
-    pub fn record(&self) -> DensityRecord {
-        match self {
+    /// The JSON-able description that goes with [`to_arrays`](Self::to_arrays). A
+    /// user-defined density has none: [`Error::Unsupported`] (checkpoints store the provided
+    /// densities only).
+    pub fn record(&self) -> Result<DensityRecord> {
+        Ok(match self {
+            FittedDensity::Custom(c) => return Err(c.unsaveable()),
             FittedDensity::Gaussian(g) => DensityRecord::Gaussian {
                 params: g.params().clone(),
                 dim: g.dim(),
@@ -99,12 +102,14 @@ impl FittedDensity {
                 n_train: k.n_train(),
                 gamma: k.gamma(),
             },
-        }
+        })
     }
 
-    /// The fitted state as named row-major arrays (see the module docs for names and dtypes).
-    pub fn to_arrays(&self) -> Vec<NamedArray> {
-        match self {
+    /// The fitted state as named row-major arrays (see the module docs for names and dtypes);
+    /// [`Error::Unsupported`] for a user-defined density, as [`record`](Self::record).
+    pub fn to_arrays(&self) -> Result<Vec<NamedArray>> {
+        Ok(match self {
+            FittedDensity::Custom(c) => return Err(c.unsaveable()),
             FittedDensity::Gaussian(g) => vec![
                 NamedArray {
                     name: "mean".into(),
@@ -122,13 +127,13 @@ impl FittedDensity {
                 shape: vec![k.n_train(), k.dim()],
                 data: ArrayData::F32(k.train_features().iter().copied().collect()),
             }],
-        }
+        })
     }
 
     /// Rebuilds a fitted density from [`record`](Self::record) and
     /// [`to_arrays`](Self::to_arrays) output. Scores are bit-identical to the original's.
     ///
-    /// Errors: a missing array or wrong dtype → [`Error::InvalidParam`]; shapes that disagree
+    /// Errors: a missing array or wrong dtype → [`Error::InvalidInput`]; shapes that disagree
     /// with the record → [`Error::DimensionMismatch`]; bad values as in
     /// [`FittedGaussian::from_parts`] / [`FittedKde::from_parts`].
     pub fn from_arrays(record: &DensityRecord, arrays: &[NamedArray]) -> Result<Self> {
@@ -143,7 +148,7 @@ impl FittedDensity {
                 let cov = find_f64(arrays, "covariance", &[*dim, *dim])?;
                 let mean = Array1::from_vec(mean);
                 let cov = Array2::from_shape_vec((*dim, *dim), cov)
-                    .map_err(|e| Error::invalid_param("covariance", e.to_string()))?;
+                    .map_err(|e| Error::internal(format!("shape of `covariance`: {e}")))?;
                 let g =
                     FittedGaussian::from_parts(params.clone(), mean, cov, *shrinkage, *n_train)?;
                 Ok(FittedDensity::Gaussian(g))
@@ -159,7 +164,7 @@ impl FittedDensity {
                     return Err(wrong_dtype("train_features", "f32"));
                 };
                 let train = Array2::from_shape_vec((*n_train, *dim), v.clone())
-                    .map_err(|e| Error::invalid_param("train_features", e.to_string()))?;
+                    .map_err(|e| Error::internal(format!("shape of `train_features`: {e}")))?;
                 Ok(FittedDensity::Kde(FittedKde::from_parts(
                     params.clone(),
                     train,
@@ -171,7 +176,7 @@ impl FittedDensity {
 }
 
 fn wrong_dtype(name: &str, want: &str) -> Error {
-    Error::invalid_param(
+    Error::invalid_input(
         name,
         format!("array `{name}` must hold {want} values; the checkpoint is corrupt or foreign"),
     )
@@ -179,7 +184,7 @@ fn wrong_dtype(name: &str, want: &str) -> Error {
 
 fn find<'a>(arrays: &'a [NamedArray], name: &str, shape: &[usize]) -> Result<&'a NamedArray> {
     let a = arrays.iter().find(|a| a.name == name).ok_or_else(|| {
-        Error::invalid_param(
+        Error::invalid_input(
             name,
             format!("array `{name}` is missing; the checkpoint is incomplete (re-save it)"),
         )

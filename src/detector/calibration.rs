@@ -136,7 +136,7 @@ impl CalibrationRule {
     pub fn calibrate(&self, normal: &[f32], views: &[f32]) -> Result<Calibration> {
         self.check()?;
         if normal.is_empty() || views.is_empty() {
-            return Err(Error::invalid_param(
+            return Err(Error::invalid_input(
                 "normal",
                 "no images given; hold out some normal training images for the threshold",
             ));
@@ -194,7 +194,7 @@ fn check_quantile(q: f64, name: &str) -> Result<()> {
 pub fn quantile(scores: &[f32], q: f64) -> Result<f32> {
     check_quantile(q, "q")?;
     if scores.is_empty() {
-        return Err(Error::invalid_param("normal", "no images given"));
+        return Err(Error::invalid_input("normal", "no images given"));
     }
     let mut s = scores.to_vec();
     s.sort_by(f32::total_cmp);
@@ -275,7 +275,7 @@ impl Detector {
     ) -> Result<Calibration> {
         rule.check()?;
         if normal.is_empty() {
-            return Err(Error::invalid_param("normal", "no images given"));
+            return Err(Error::invalid_input("normal", "no images given"));
         }
         let aug = crate::augment::Augmentation::three_way().pre_augment(None);
         let views = crate::augment::batch_views(&aug, &self.prepare(normal), seed)?;

@@ -80,9 +80,10 @@ fn bad(path: &Path, reason: impl Into<String>) -> Error {
 }
 
 impl Detector {
-    fn meta(&self) -> Meta {
+    /// The metadata record; [`Error::Unsupported`] for a user-defined density.
+    fn meta(&self) -> Result<Meta> {
         let p = &self.params;
-        Meta {
+        Ok(Meta {
             augmentation: p.augmentation.clone(),
             head: p.head.clone(),
             num_classes: self.classifier.config().num_classes,
@@ -95,19 +96,23 @@ impl Detector {
             momentum: p.training.momentum,
             weight_decay: p.training.weight_decay,
             seed: p.seed,
-            density: self.density.record(),
+            density: self.density.record()?,
             threshold: self.threshold,
             calibration: self.calibration.clone(),
             fit_seconds: self.fit_time.as_secs_f64(),
             localizer: self.localizer.as_ref().map(|l| l.params().clone()),
             image_score: p.image_score,
             training_record: self.training_record.clone(),
-        }
+        })
     }
 
     /// The run's parameters as the checkpoint records them (JSON), for reports.
     pub(crate) fn run_info(&self) -> serde_json::Value {
-        serde_json::to_value(self.meta()).unwrap_or_default()
+        // a user-defined density has no record: the report then goes without the run's params
+        self.meta()
+            .ok()
+            .and_then(|m| serde_json::to_value(m).ok())
+            .unwrap_or_default()
     }
 
     /// Writes the detector to one `.safetensors` file, atomically. See the module docs.
@@ -135,7 +140,7 @@ impl Detector {
 
     /// The checkpoint's bytes; errors name `path`.
     fn serialize(&self, path: &Path) -> Result<Vec<u8>> {
-        let meta = self.meta();
+        let meta = self.meta()?;
         let json = serde_json::to_string(&meta).map_err(|e| bad(path, e.to_string()))?;
         let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
         for (name, t) in self.classifier.named_variables() {
@@ -156,7 +161,7 @@ impl Detector {
         let gauss = self.localizer.as_ref().map(|l| l.gaussians().to_arrays());
         let prefixed = self
             .density
-            .to_arrays()
+            .to_arrays()?
             .into_iter()
             .map(|a| (DENSITY_PREFIX, a))
             .chain(gauss.into_iter().flatten().map(|a| (LOCALIZER_GAUSS, a)));
@@ -485,7 +490,7 @@ mod tests {
             seed: 0,
             density: crate::density::Density::gaussian()
                 .fit(ndarray::Array2::<f32>::eye(4).view())
-                .map(|d| d.record())
+                .and_then(|d| d.record())
                 .unwrap(),
             threshold: None,
             calibration: None,

@@ -72,12 +72,13 @@ fn mask_at(sample: &crate::data::Sample, w: u32, h: u32) -> Result<Option<Array2
 }
 
 /// Pooled `[n, 512]` features of `images` (all of one size), in batches of [`SCORE_BATCH`];
-/// `progress(done)` after each batch.
+/// `progress(done)` after each batch, whose [`Control::Stop`](crate::model::Control::Stop)
+/// ends it with [`Error::Stopped`].
 pub(crate) fn embed_images(
     classifier: &Classifier,
     norm: &Normalization,
     images: &[RgbImage],
-    mut progress: impl FnMut(usize),
+    mut progress: impl FnMut(usize) -> crate::model::Control,
 ) -> Result<Array2<f32>> {
     let mut rows: Vec<f32> = Vec::with_capacity(images.len() * 512);
     let mut dim = 0;
@@ -93,11 +94,17 @@ pub(crate) fn embed_images(
         let start = rows.len();
         rows.resize(start + n, 0.0);
         f.f_copy_data(&mut rows[start..], n)?;
-        progress((i * SCORE_BATCH + chunk.len()).min(images.len()));
+        let done = (i * SCORE_BATCH + chunk.len()).min(images.len());
+        if progress(done) == crate::model::Control::Stop {
+            return Err(Error::Stopped {
+                stage: "feature extraction".into(),
+                step: done,
+            });
+        }
     }
     // [n * dim] -> [n, dim]
     Array2::from_shape_vec((images.len(), dim), rows)
-        .map_err(|e| Error::invalid_param("images", e.to_string()))
+        .map_err(|e| Error::internal(format!("shape of `images`: {e}")))
 }
 
 impl Detector {
@@ -140,6 +147,12 @@ impl Detector {
         &self.training_record
     }
 
+    /// Whether the progress callback stopped a training stage before its planned steps (see
+    /// [`StageRecord::stopped_at`]): the detector is complete, its networks less trained.
+    pub fn stopped_early(&self) -> bool {
+        self.training_record.iter().any(|r| r.stopped_at.is_some())
+    }
+
     fn map_scored(&self) -> Option<&Localizer> {
         match self.params.image_score {
             ImageScore::Map => self.localizer.as_ref(),
@@ -168,8 +181,9 @@ impl Detector {
     }
 
     /// The anomaly map of `image` at its own size (higher = more anomalous), from the patch
-    /// localizer (PAPER.md "Localization"). Errors with [`Error::InvalidParam`] named
-    /// `localizer` when the detector was fitted without one.
+    /// localizer (PAPER.md "Localization"). Errors with [`Error::NotFitted`]
+    /// ([`Missing::Localizer`](crate::Missing::Localizer)) when the detector was fitted
+    /// without one.
     pub fn localize(&self, image: &RgbImage) -> Result<AnomalyMap> {
         self.fitted_localizer()?.localize(image)
     }
@@ -194,8 +208,8 @@ impl Detector {
 
     fn fitted_localizer(&self) -> Result<&Localizer> {
         self.localizer.as_ref().ok_or_else(|| {
-            Error::invalid_param(
-                "localizer",
+            Error::not_fitted(
+                crate::error::Missing::Localizer,
                 "this detector was fitted without a localizer; set \
                  DetectorParams::localizer(LocalizerParams::paper()) and fit again",
             )
@@ -263,7 +277,9 @@ impl Detector {
         let norm = self.params.training.normalization;
         let side = self.params.input_size();
         let square: Vec<RgbImage> = images.iter().map(|i| resize_rgb(i, side)).collect();
-        embed_images(&self.classifier, &norm, &square, |_| {})
+        embed_images(&self.classifier, &norm, &square, |_| {
+            crate::model::Control::Continue
+        })
     }
 
     /// Anomaly scores of `images` (higher = more anomalous), batched. Equal to [`score`](Self::score)
@@ -288,12 +304,13 @@ impl Detector {
         Ok(self.score_batch(std::slice::from_ref(image))?[0])
     }
 
-    /// Score and decision for one image. Errors when no threshold is set.
+    /// Score and decision for one image. Errors with [`Error::NotFitted`]
+    /// ([`Missing::Threshold`](crate::Missing::Threshold)) when no threshold is set.
     pub fn predict(&self, image: &RgbImage) -> Result<Prediction> {
         let t = self.threshold.ok_or_else(|| {
-            Error::invalid_param(
-                "threshold",
-                "not set: call threshold_from_f1, threshold_from_quantile or set_threshold first",
+            Error::not_fitted(
+                crate::error::Missing::Threshold,
+                "call threshold_from_f1, threshold_from_quantile or set_threshold first",
             )
         })?;
         let score = self.score(image)?;

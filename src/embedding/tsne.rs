@@ -54,7 +54,7 @@ const EXAGGERATION_ITERS: usize = 250;
 pub fn tsne(x: ArrayView2<f64>, params: &TsneParams) -> Result<Tsne> {
     let n = x.nrows();
     if n < 2 {
-        return Err(Error::invalid_param(
+        return Err(Error::invalid_input(
             "points",
             format!("t-SNE needs at least 2 points, got {n}"),
         ));
@@ -428,7 +428,7 @@ mod tests {
         let one = Array2::<f64>::zeros((1, 3));
         assert!(matches!(
             tsne(one.view(), &TsneParams::new(0)),
-            Err(Error::InvalidParam { .. })
+            Err(Error::InvalidInput { .. })
         ));
         let mut nan = Array2::<f64>::zeros((4, 3));
         nan[[2, 1]] = f64::NAN;

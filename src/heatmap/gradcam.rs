@@ -113,7 +113,7 @@ impl Detector {
     pub fn gradcam(&self, image: &RgbImage) -> Result<AnomalyMap> {
         let mut maps = self.gradcam_batch(std::slice::from_ref(image))?;
         maps.pop()
-            .ok_or_else(|| Error::invalid_param("image", "GradCAM produced no map"))
+            .ok_or_else(|| Error::internal("GradCAM produced no map"))
     }
 
     /// [`gradcam`](Self::gradcam) of several images (any sizes), batched by [`SCORE_BATCH`].
@@ -130,21 +130,21 @@ impl Detector {
     /// Runs in fp32 with gradients enabled whatever the detector's fast path (bf16 autocast is
     /// not entered); no gradient reaches the network's variables (A is detached from them).
     ///
-    /// Errors: a detector fitted with the KDE density or an empty image →
-    /// [`Error::InvalidParam`].
+    /// Errors: a detector fitted with another density than the Gaussian →
+    /// [`Error::Unsupported`]; an empty image → [`Error::InvalidInput`].
     pub fn gradcam_explained(&self, images: &[RgbImage]) -> Result<Vec<GradCam>> {
         let FittedDensity::Gaussian(gaussian) = self.density() else {
-            return Err(Error::invalid_param(
-                "density",
-                "GradCAM is implemented for the Gaussian density only; this detector was fitted \
-                 with the KDE: refit it with Density::gaussian() or use the patch localizer",
+            return Err(Error::unsupported(
+                "GradCAM of a detector fitted with a non-Gaussian density",
+                "GradCAM differentiates the Gaussian's score; refit with Density::gaussian() \
+                 or use the patch localizer",
             ));
         };
         if let Some(i) = images
             .iter()
             .position(|i| i.width() == 0 || i.height() == 0)
         {
-            return Err(Error::invalid_param(
+            return Err(Error::invalid_input(
                 "images",
                 format!("image {i} is empty (0 pixels)"),
             ));
@@ -176,9 +176,9 @@ impl Detector {
             let scores = gauss.score(&pooled)?; // [n]
             let total = scores.f_sum(Kind::Double)?;
             let mut g = Tensor::f_run_backward(&[&total], &[&a], false, false)?;
-            let g = g.pop().ok_or_else(|| {
-                Error::invalid_param("images", "libtorch returned no gradient for layer4")
-            })?;
+            let g = g
+                .pop()
+                .ok_or_else(|| Error::internal("libtorch returned no gradient for layer4"))?;
             Ok((scores.f_detach()?, g))
         })?;
         let a = a.f_detach()?;
@@ -216,6 +216,6 @@ fn upsample_to(cam: &Tensor, width: u32, height: u32) -> Result<AnomalyMap> {
         .f_flatten(0, -1)?; // [height·width]
     let v = Vec::<f32>::try_from(up)?;
     let values = Array2::from_shape_vec((height as usize, width as usize), v)
-        .map_err(|e| Error::invalid_param("image", e.to_string()))?;
+        .map_err(|e| Error::internal(format!("shape of `image`: {e}")))?;
     AnomalyMap::new(values)
 }

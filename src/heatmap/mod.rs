@@ -47,7 +47,7 @@ impl AnomalyMap {
     /// Wraps a `[height, width]` array. Errors when it is empty or holds a non-finite value.
     pub fn new(values: Array2<f32>) -> Result<Self> {
         if values.is_empty() {
-            return Err(Error::invalid_param(
+            return Err(Error::invalid_input(
                 "values",
                 "an anomaly map needs at least one pixel",
             ));

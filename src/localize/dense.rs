@@ -78,7 +78,7 @@ fn split_rows(f: &Tensor) -> Result<Vec<Array2<f32>>> {
         .map(|chunk| {
             // [cells · C] -> [cells, C]
             Array2::from_shape_vec((cells, c), chunk.to_vec())
-                .map_err(|e| Error::invalid_param("features", e.to_string()))
+                .map_err(|e| Error::internal(format!("shape of `features`: {e}")))
         })
         .collect()
 }

@@ -28,7 +28,7 @@ pub fn patch_features(
 ) -> Result<Array2<f32>> {
     let (w, h) = image.dimensions();
     if w != h {
-        return Err(Error::invalid_param(
+        return Err(Error::invalid_input(
             "image",
             format!("patch features need a square image (resize it first), got {w}×{h}"),
         ));
@@ -160,7 +160,7 @@ fn to_array(t: &Tensor, rows: usize) -> Result<Array2<f32>> {
     let d = n / rows.max(1);
     // [rows · d] -> [rows, d]
     Array2::from_shape_vec((rows, d), v)
-        .map_err(|e| Error::invalid_param("features", e.to_string()))
+        .map_err(|e| Error::internal(format!("shape of `features`: {e}")))
 }
 
 #[cfg(test)]

@@ -70,7 +70,7 @@ fn fit_basis(
     rows.iter_mut().for_each(l2_rows);
     let views: Vec<_> = rows.iter().map(|r| r.view()).collect();
     let all = concatenate(Axis(0), &views)
-        .map_err(|e| Error::invalid_param("features", e.to_string()))?;
+        .map_err(|e| Error::internal(format!("shape of `features`: {e}")))?;
     PatchGaussians::fit_pca(all.view(), lp.pca_dim)
 }
 
@@ -125,19 +125,22 @@ fn project_all(
                     .assign(&projected);
             }
         }
-        callback(&FitEvent::LocalizerFeatures {
-            done: (i * DENSE_BATCH + chunk.len()).min(n),
-            total: n,
-        });
+        let done = (i * DENSE_BATCH + chunk.len()).min(n);
+        if callback(&FitEvent::LocalizerFeatures { done, total: n }) == Control::Stop {
+            return Err(Error::Stopped {
+                stage: "localizer feature extraction".into(),
+                step: done,
+            });
+        }
     }
     if !shared {
         return Ok(z);
     }
     let views: Vec<_> = kept.iter().map(|r| r.view()).collect();
     let rows = concatenate(Axis(0), &views)
-        .map_err(|e| Error::invalid_param("features", e.to_string()))?;
+        .map_err(|e| Error::internal(format!("shape of `features`: {e}")))?;
     let m = rows.nrows();
     // [m, d] -> [1, m, d]: one "image" whose cells are every kept cell
     rows.into_shape_with_order((1, m, d))
-        .map_err(|e| Error::invalid_param("features", e.to_string()))
+        .map_err(|e| Error::internal(format!("shape of `features`: {e}")))
 }

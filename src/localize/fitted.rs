@@ -49,21 +49,20 @@ pub struct Localizer {
 impl Localizer {
     /// Trains the patch model on crops of `images` (normal only, any size: each is resized to
     /// the working resolution first) and fits the patch Gaussians on the dense features of the
-    /// un-augmented images.
+    /// un-augmented images. With `skip_training` (an earlier stage was stopped by the
+    /// callback) the patch model keeps its initialisation and the record says it stopped at 0.
     pub(crate) fn fit(
         lp: &LocalizerParams,
         det: &DetectorParams,
         images: &[RgbImage],
         deadline: Option<Deadline>,
+        skip_training: bool,
         callback: &mut dyn FnMut(&FitEvent) -> Control,
     ) -> Result<(Self, StageRecord)> {
         let lp = &lp.clone().unfitted();
         let side = det.input_size();
         lp.check(side, det.augmentation_config())?;
         let images = Arc::new(prepare_all(lp, side, images));
-        let seed = mix(det.seed, PATCH_STREAM);
-        let config = det.classifier_config();
-        let mut classifier = Classifier::new(&config, det.device, seed)?;
         // images smaller than the crop at the working size (e.g. 32² tests) train on whole images
         let short = images.iter().map(|i| i.width().min(i.height())).min();
         let crop = lp.crop_size.min(short.unwrap_or(lp.crop_size));
@@ -74,46 +73,13 @@ impl Localizer {
             );
         }
         let lp = &lp.clone().crop_size(crop);
-        let mut source = PatchSource::new(
-            images.clone(),
-            det.augmentation.clone(),
-            crop,
-            lp.batch_images,
-            seed,
-        )?;
-        let mut training = det.training.clone().steps(lp.steps).seed(seed);
-        training.checkpoint = None; // the image model's checkpoint file is not ours
-        training.budget = None;
-        let norm = training.normalization;
-        let mut record = match deadline {
-            Some(d) => {
-                let probe = &images[..PROBE_IMAGES.min(images.len())];
-                let post = images.len() + lp.pca_images.min(images.len());
-                let rec = plan_steps(
-                    "localizer",
-                    d,
-                    1.0,
-                    &config,
-                    det.device,
-                    &mut source,
-                    &training,
-                    post,
-                    |c| features_of(c, &norm, lp, probe).map(|_| ()),
-                )?;
-                training.steps = rec.planned_steps;
-                rec
-            }
-            None => budget::fixed("localizer", lp.steps),
-        };
-        let t = std::time::Instant::now();
-        train(&mut classifier, &mut source, &training, |p| {
-            callback(&FitEvent::LocalizerTrain(p.clone()))
-        })?;
-        record.train_seconds = t.elapsed().as_secs_f64();
+        let (classifier, record) =
+            train_patch_model(lp, det, &images, deadline, skip_training, callback)?;
+        let norm = det.training.normalization;
         let gaussians = fit_gaussians(&classifier, &norm, lp, &images, callback)?;
         let params = lp
             .clone()
-            .steps(training.steps)
+            .steps(record.planned_steps)
             .fitted_to(&gaussians, &images);
         let loc = Self {
             classifier,
@@ -191,7 +157,7 @@ impl Localizer {
             .map(|(f, img)| {
                 let (rows, cols) = grid_dims(&self.params, img);
                 let scores = self.gaussians.score(f).map_err(|e| match e {
-                    Error::DimensionMismatch { expected, got, .. } => Error::invalid_param(
+                    Error::DimensionMismatch { expected, got, .. } => Error::invalid_input(
                         "image",
                         format!(
                             "at its working size {}×{} the image has {got} grid cells, but this \
@@ -207,7 +173,7 @@ impl Localizer {
                 // [rows · cols] -> [rows, cols]
                 scores
                     .into_shape_with_order((rows, cols))
-                    .map_err(|e| Error::invalid_param("scores", e.to_string()))
+                    .map_err(|e| Error::internal(format!("shape of `scores`: {e}")))
             })
             .collect()
     }
@@ -247,7 +213,7 @@ impl Localizer {
     pub fn localize(&self, image: &RgbImage) -> Result<AnomalyMap> {
         let (w, h) = image.dimensions();
         if w == 0 || h == 0 {
-            return Err(Error::invalid_param("image", "the image is empty"));
+            return Err(Error::invalid_input("image", "the image is empty"));
         }
         let map = self.input_map(image)?;
         AnomalyMap::new(resize_bilinear(map.view(), w, h)?)
@@ -346,4 +312,63 @@ pub(crate) fn grid_dims(lp: &LocalizerParams, image: &RgbImage) -> (usize, usize
             (g, g)
         }
     }
+}
+
+/// The patch model (PAPER.md "Localization"): trained on crops of `images` for `lp.steps`,
+/// or the steps planned under `deadline`, until the callback stops it; left at its
+/// initialisation when `skip` (an earlier stage was stopped).
+fn train_patch_model(
+    lp: &LocalizerParams,
+    det: &DetectorParams,
+    images: &Arc<Vec<RgbImage>>,
+    deadline: Option<Deadline>,
+    skip: bool,
+    callback: &mut dyn FnMut(&FitEvent) -> Control,
+) -> Result<(Classifier, StageRecord)> {
+    let seed = mix(det.seed, PATCH_STREAM);
+    let config = det.classifier_config();
+    let mut classifier = Classifier::new(&config, det.device, seed)?;
+    if skip {
+        let mut record = budget::fixed("localizer", lp.steps);
+        record.stopped_at = Some(0);
+        return Ok((classifier, record));
+    }
+    let mut source = PatchSource::new(
+        images.clone(),
+        det.augmentation.clone(),
+        lp.crop_size,
+        lp.batch_images,
+        seed,
+    )?;
+    let mut training = det.training.clone().steps(lp.steps).seed(seed);
+    training.checkpoint = None; // the image model's checkpoint file is not ours
+    training.budget = None;
+    let norm = training.normalization;
+    let mut record = match deadline {
+        Some(d) => {
+            let probe = &images[..PROBE_IMAGES.min(images.len())];
+            let post = images.len() + lp.pca_images.min(images.len());
+            let rec = plan_steps(
+                "localizer",
+                d,
+                1.0,
+                &config,
+                det.device,
+                &mut source,
+                &training,
+                post,
+                |c| features_of(c, &norm, lp, probe).map(|_| ()),
+            )?;
+            training.steps = rec.planned_steps;
+            rec
+        }
+        None => budget::fixed("localizer", lp.steps),
+    };
+    let t = std::time::Instant::now();
+    let report = train(&mut classifier, &mut source, &training, |p| {
+        callback(&FitEvent::LocalizerTrain(p.clone()))
+    })?;
+    record.train_seconds = t.elapsed().as_secs_f64();
+    record.stopped_at = report.stopped_at;
+    Ok((classifier, record))
 }

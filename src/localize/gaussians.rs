@@ -130,7 +130,7 @@ impl PatchGaussians {
                     // [n, cells, d] -> [n·cells, d], evenly subsampled
                     let all = z
                         .to_shape((n * cells, d))
-                        .map_err(|e| Error::invalid_param("features", e.to_string()))?;
+                        .map_err(|e| Error::internal(format!("shape of `features`: {e}")))?;
                     let step = (n * cells).div_ceil(SHARED_ROWS).max(1);
                     all.slice(s![..;step, ..]).mapv(f64::from)
                 }
@@ -168,7 +168,7 @@ impl PatchGaussians {
         }
         let overall = sums.sum() / (n * cells).max(1) as f64;
         if !(overall.is_finite() && overall > 0.0) {
-            return Err(Error::invalid_param(
+            return Err(Error::invalid_input(
                 "features",
                 "the training images' patch features do not vary: cannot normalise the cells",
             ));
@@ -191,7 +191,7 @@ impl PatchGaussians {
         let (n, cells, d) = z.dim();
         let means = z
             .mean_axis(Axis(0))
-            .ok_or_else(|| Error::invalid_param("train", "no training images were given"))?;
+            .ok_or_else(|| Error::invalid_input("train", "no training images were given"))?;
         let step = (n * cells).div_ceil(SHARED_ROWS).max(1);
         // residuals of every `step`-th (image, cell) pair, [m, d]
         let rows: Vec<f64> = (0..n * cells)
@@ -205,12 +205,12 @@ impl PatchGaussians {
         let m = rows.len() / d.max(1);
         // [m · d] -> [m, d]
         let x = Array2::from_shape_vec((m, d), rows)
-            .map_err(|e| Error::invalid_param("features", e.to_string()))?;
+            .map_err(|e| Error::internal(format!("shape of `features`: {e}")))?;
         let (_, prec) = gaussian(x)?;
         let precisions = prec
             .mapv(|v| v as f32)
             .into_shape_with_order((1, d, d))
-            .map_err(|e| Error::invalid_param("features", e.to_string()))?;
+            .map_err(|e| Error::internal(format!("shape of `features`: {e}")))?;
         Ok(Self {
             kind: PatchDensity::Tied,
             pca_mean,
@@ -311,7 +311,7 @@ impl PatchGaussians {
     pub fn from_arrays(kind: PatchDensity, arrays: &[NamedArray]) -> Result<Self> {
         let get = |name: &str, rank: usize| -> Result<(Vec<usize>, Vec<f32>)> {
             let a = arrays.iter().find(|a| a.name == name).ok_or_else(|| {
-                Error::invalid_param("localizer", format!("array `{name}` is missing"))
+                Error::invalid_input("localizer", format!("array `{name}` is missing"))
             })?;
             match &a.data {
                 ArrayData::F32(v)
@@ -319,13 +319,13 @@ impl PatchGaussians {
                 {
                     Ok((a.shape.clone(), v.clone()))
                 }
-                _ => Err(Error::invalid_param(
+                _ => Err(Error::invalid_input(
                     "localizer",
                     format!("array `{name}` has the wrong shape or dtype"),
                 )),
             }
         };
-        let bad = |e: ndarray::ShapeError| Error::invalid_param("localizer", e.to_string());
+        let bad = |e: ndarray::ShapeError| Error::invalid_input("localizer", e.to_string());
         let (s0, v0) = get("pca_mean", 1)?;
         let (s1, v1) = get("projection", 2)?;
         let (s2, v2) = get("means", 2)?;
@@ -337,7 +337,7 @@ impl PatchGaussians {
             PatchDensity::TiedNormalized => {
                 let (s4, v4) = get("cell_scales", 1)?;
                 if s4[0] != s2[0] {
-                    return Err(Error::invalid_param(
+                    return Err(Error::invalid_input(
                         "localizer",
                         "`cell_scales` does not have one value per cell",
                     ));
@@ -347,7 +347,7 @@ impl PatchGaussians {
             _ => None,
         };
         if s1[0] != s0[0] || s2[1] != d || !groups_ok || s3[1] != d || s3[2] != d {
-            return Err(Error::invalid_param(
+            return Err(Error::invalid_input(
                 "localizer",
                 "PCA / Gaussian array shapes disagree",
             ));

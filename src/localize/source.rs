@@ -32,7 +32,7 @@ impl PatchSource {
         seed: u64,
     ) -> Result<Self> {
         let Some(first) = images.first() else {
-            return Err(Error::invalid_param(
+            return Err(Error::invalid_input(
                 "train",
                 "no training images were given",
             ));

@@ -31,7 +31,7 @@ pub fn upsample_scores(
 ) -> Result<Array2<f32>> {
     let (gh, gw) = scores.dim();
     if gh == 0 || gw == 0 || k == 0 || stride == 0 || sigma.is_nan() || sigma <= 0.0 {
-        return Err(Error::invalid_param(
+        return Err(Error::invalid_input(
             "scores",
             "need a non-empty grid, kernel side >= 1, stride >= 1 and sigma > 0",
         ));
@@ -62,7 +62,8 @@ pub fn upsample_scores(
             *o /= w;
         }
     }
-    Array2::from_shape_vec((oh, ow), buf).map_err(|e| Error::invalid_param("scores", e.to_string()))
+    Array2::from_shape_vec((oh, ow), buf)
+        .map_err(|e| Error::internal(format!("shape of `scores`: {e}")))
 }
 
 /// The `[8·rows, 8·cols]` map of a dense `[rows, cols]` cell grid (8-px cells, see

@@ -45,7 +45,8 @@ impl Schedule {
 }
 
 fn json<T: Serialize>(v: &T) -> Result<String> {
-    serde_json::to_string(v).map_err(|e| Error::invalid_param("checkpoint metadata", e.to_string()))
+    serde_json::to_string(v)
+        .map_err(|e| Error::internal(format!("shape of `checkpoint metadata`: {e}")))
 }
 
 /// The variables and momentum buffers, by checkpoint name.

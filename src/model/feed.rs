@@ -130,7 +130,7 @@ fn prepare(batch: Batch, step: usize, spec: &FeedSpec) -> Result<Prepared> {
         });
     }
     if batch.images.len() != batch.labels.len() {
-        return Err(Error::invalid_param(
+        return Err(Error::invalid_input(
             "batch.labels",
             format!(
                 "step {step}: {} images but {} labels; give one label per view",
@@ -144,7 +144,7 @@ fn prepare(batch: Batch, step: usize, spec: &FeedSpec) -> Result<Prepared> {
         .iter()
         .find(|&&l| !(0..num_classes).contains(&l))
     {
-        return Err(Error::invalid_param(
+        return Err(Error::invalid_input(
             "batch.labels",
             format!("step {step}: label {l} is outside 0..{num_classes}; the classifier has {num_classes} classes"),
         ));
@@ -174,10 +174,7 @@ impl Feed {
         let rx = &self.channels[self.next % self.channels.len()];
         self.next += 1;
         rx.recv().map_err(|_| {
-            Error::invalid_param(
-                "source",
-                "the batch source thread ended early (did it panic?)",
-            )
+            Error::internal("the batch source thread ended early (did the BatchSource panic?)")
         })?
     }
 }
@@ -263,7 +260,7 @@ mod tests {
         };
         assert!(matches!(
             prepare(bad_label, 0, &spec),
-            Err(Error::InvalidParam { .. })
+            Err(Error::InvalidInput { .. })
         ));
         let short = Batch {
             images: vec![img.clone(), img],
@@ -271,7 +268,7 @@ mod tests {
         };
         assert!(matches!(
             prepare(short, 0, &spec),
-            Err(Error::InvalidParam { .. })
+            Err(Error::InvalidInput { .. })
         ));
     }
 
@@ -383,7 +380,7 @@ mod tests {
         let mixed = vec![RgbImage::new(8, 8), RgbImage::new(9, 8)];
         assert!(matches!(
             normalize_on_device(&mixed, &Normalization::IMAGENET, Device::Cpu),
-            Err(Error::InvalidParam { .. })
+            Err(Error::InvalidInput { .. })
         ));
     }
 

@@ -183,7 +183,7 @@ impl ResNet18 {
 fn check_input(x: &Tensor) -> Result<()> {
     let size = x.size();
     if size.len() != 4 || size[1] != 3 || size.contains(&0) {
-        return Err(Error::invalid_param(
+        return Err(Error::invalid_input(
             "images",
             format!(
                 "expected a non-empty [N, 3, H, W] batch of RGB images, got shape {size:?}; \

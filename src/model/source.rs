@@ -78,7 +78,7 @@ impl ToySource {
             });
         }
         if let Some(i) = images.iter().position(|im| im.dimensions() != (w, h)) {
-            return Err(Error::invalid_param(
+            return Err(Error::invalid_input(
                 "images",
                 format!("image {i} is not {w}x{h} like image 0; resize all images to one size"),
             ));

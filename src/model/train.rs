@@ -195,8 +195,9 @@ impl std::fmt::Display for Progress {
 pub enum Control {
     /// Go on.
     Continue,
-    /// Stop now (a checkpoint is written first when checkpointing is on); `train` then returns
-    /// [`Error::Stopped`].
+    /// Stop after this step (a checkpoint is written first when checkpointing is on): `train`
+    /// returns the report of the steps done, with [`TrainReport::stopped_at`] set. What a fit
+    /// does with it is described in `pipeline`'s docs (training ends, the model is completed).
     Stop,
 }
 
@@ -211,6 +212,10 @@ pub struct TrainReport {
     pub accuracies: Vec<f64>,
     /// Wall time of this run.
     pub elapsed: Duration,
+    /// `Some(step)` when the callback answered [`Control::Stop`] after `step` completed steps
+    /// (of `params.steps`): the weights are those after that step. `None` when the run ended
+    /// at its last step.
+    pub stopped_at: Option<usize>,
 }
 
 /// Trains `classifier` on batches from `source` (PAPER.md stage 1).
@@ -223,8 +228,8 @@ pub struct TrainReport {
 /// function of the step.
 ///
 /// Errors: invalid parameters, a bad batch (empty → [`Error::EmptyDataset`], labels outside
-/// `0..num_classes` → [`Error::InvalidParam`]), a non-finite loss ([`Error::NonFinite`]), a
-/// stop request ([`Error::Stopped`]), checkpoint I/O.
+/// `0..num_classes` → [`Error::InvalidInput`]), a non-finite loss ([`Error::NonFinite`]),
+/// checkpoint I/O. A stop request is not an error: the report's `stopped_at` says where.
 pub fn train<S: BatchSource>(
     classifier: &mut Classifier,
     source: &mut S,
@@ -253,6 +258,7 @@ pub fn train<S: BatchSource>(
             losses: vec![],
             accuracies: vec![],
             elapsed: Duration::ZERO,
+            stopped_at: None,
         },
     };
     if start >= params.steps {
@@ -323,7 +329,8 @@ impl Run<'_> {
             if callback(&progress) == Control::Stop {
                 self.maybe_checkpoint(done, true)?;
                 log::info!("training stopped by the callback after step {done}");
-                return Err(Error::Stopped { step: done });
+                self.report.stopped_at = Some(done);
+                return Ok(());
             }
         }
         Ok(())

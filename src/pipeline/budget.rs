@@ -43,6 +43,13 @@ pub struct StageRecord {
     pub post_seconds: f64,
     /// Wall time of the stage's training.
     pub train_seconds: f64,
+    /// `Some(step)` when the progress callback stopped this stage's training after `step` of
+    /// the `planned_steps` (0: the stage was not trained because an earlier stage was
+    /// stopped); `None` when it trained every planned step (and in files written before this
+    /// field existed). The cosine schedule was laid out over `planned_steps`, so rerunning
+    /// with `--steps planned_steps` and stopping at `step` reproduces the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<usize>,
 }
 
 /// A deadline for the whole fit.
@@ -103,6 +110,7 @@ pub(crate) fn plan_steps<S: BatchSource>(
         step_seconds: step,
         post_seconds: post,
         train_seconds: 0.0,
+        stopped_at: None,
     })
 }
 
@@ -115,6 +123,7 @@ pub(crate) fn fixed(stage: &str, steps: usize) -> StageRecord {
         step_seconds: 0.0,
         post_seconds: 0.0,
         train_seconds: 0.0,
+        stopped_at: None,
     }
 }
 

@@ -23,6 +23,7 @@
 //! ```
 pub mod budget;
 mod source;
+mod steer;
 
 pub use budget::StageRecord;
 pub use source::AugmentSource;
@@ -43,6 +44,7 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
+use steer::Steer;
 use tch::Device;
 
 /// Largest accepted [`DetectorParams::image_size`]: one 4096² fp32 image is 200 MB on the
@@ -279,7 +281,21 @@ impl DetectorParams {
         self.fit_with(train, |_| Control::Continue)
     }
 
-    /// As [`fit`](Self::fit), reporting progress to `callback`, which may stop training.
+    /// As [`fit`](Self::fit), reporting progress to `callback`. **Stopping early is an
+    /// outcome, not an error:**
+    ///
+    /// - [`Control::Stop`] answered to a training event ([`FitEvent::Train`],
+    ///   [`FitEvent::LocalizerTrain`]) ends that training after the current step; the fit then
+    ///   completes a usable detector from what was trained (features, density, the
+    ///   localizer's Gaussians). A training stage still to come (the patch model after the
+    ///   image model) is not trained: its network keeps its initialisation. Each stage's
+    ///   [`StageRecord::stopped_at`] says where it stopped (planned vs done steps), and
+    ///   [`Detector::stopped_early`] is true. Feature events are still reported afterwards,
+    ///   but their answers are ignored: the stop was already honoured.
+    /// - [`Control::Stop`] answered to a feature event ([`FitEvent::Features`],
+    ///   [`FitEvent::LocalizerFeatures`]) when no training was stopped before returns
+    ///   [`Error::Stopped`] after the current batch: a density needs the features of every
+    ///   training image, so no model can be completed.
     pub fn fit_with(
         &self,
         train: &Dataset,
@@ -310,31 +326,26 @@ impl DetectorParams {
         &self,
         images: Vec<RgbImage>,
         t0: Instant,
-        mut callback: impl FnMut(&FitEvent) -> Control,
+        callback: impl FnMut(&FitEvent) -> Control,
     ) -> Result<Detector> {
-        self.check()?;
-        if images.is_empty() {
-            return Err(Error::invalid_param(
-                "train",
-                "no training images were given",
-            ));
-        }
-        // Before training, not after it: a density that cannot fit this few images.
-        self.density.check_samples(images.len())?;
+        self.check_for(images.len())?;
         let deadline = self
             .training
             .budget
             .map(|budget| Deadline { start: t0, budget });
-        let square: Vec<RgbImage> = images
-            .iter()
-            .map(|i| resize_rgb(i, self.image_size))
-            .collect();
-        let square = Arc::new(square);
+        let square: Arc<Vec<RgbImage>> = Arc::new(
+            images
+                .iter()
+                .map(|i| resize_rgb(i, self.image_size))
+                .collect(),
+        );
+        let mut steer = Steer::new(callback);
         let mut used = self.clone();
         let mut records = Vec::new();
         let (classifier, localizer) = match (self.image_score, &self.localizer) {
             (ImageScore::Map, Some(lp)) => {
-                let (loc, rec) = Localizer::fit(lp, self, &images, deadline, &mut callback)?;
+                let (loc, rec) =
+                    Localizer::fit(lp, self, &images, deadline, false, &mut |e| steer.event(e))?;
                 used.localizer = Some(loc.params().clone());
                 records.push(rec);
                 (loc.classifier().try_clone()?, Some(loc))
@@ -343,17 +354,21 @@ impl DetectorParams {
                 // with a localizer to train after it, the image model gets half the time left
                 let share = if self.localizer.is_some() { 0.5 } else { 1.0 };
                 let (clf, rec) =
-                    self.train_image_model(square.clone(), deadline, share, &mut callback)?;
+                    self.train_image_model(square.clone(), deadline, share, &mut |e| {
+                        steer.event(e)
+                    })?;
                 used.training.steps = rec.planned_steps;
                 records.push(rec);
                 (clf, None)
             }
         };
-        let density = self.fit_density(&classifier, &square, &mut callback)?;
+        let density = self.fit_density(&classifier, &square, &mut |e| steer.event(e))?;
         let localizer = match (localizer, &self.localizer) {
             (Some(l), _) => Some(l),
             (None, Some(lp)) => {
-                let (loc, rec) = Localizer::fit(lp, self, &images, deadline, &mut callback)?;
+                let skip = steer.stopped();
+                let (loc, rec) =
+                    Localizer::fit(lp, self, &images, deadline, skip, &mut |e| steer.event(e))?;
                 used.localizer = Some(loc.params().clone());
                 records.push(rec);
                 Some(loc)
@@ -363,6 +378,19 @@ impl DetectorParams {
         Ok(Detector::new(classifier, density, used, t0.elapsed())
             .with_localizer(localizer)
             .with_training_record(records))
+    }
+
+    /// [`check`](Self::check), and that `n` training images can fit: checked before training,
+    /// not after it (e.g. a density that cannot fit this few images).
+    fn check_for(&self, n: usize) -> Result<()> {
+        self.check()?;
+        if n == 0 {
+            return Err(Error::invalid_input(
+                "train",
+                "no training images were given",
+            ));
+        }
+        self.density.check_samples(n)
     }
 
     /// Stage 1 (PAPER.md): the self-supervised image model, for the planned or asked steps.
@@ -396,7 +424,10 @@ impl DetectorParams {
                     &mut source,
                     &training,
                     images.len(),
-                    |c| crate::detector::embed_images(c, &norm, probe, |_| {}).map(|_| ()),
+                    |c| {
+                        crate::detector::embed_images(c, &norm, probe, |_| Control::Continue)
+                            .map(|_| ())
+                    },
                 )?;
                 training.steps = rec.planned_steps;
                 rec
@@ -404,10 +435,11 @@ impl DetectorParams {
             None => budget::fixed("image", training.steps),
         };
         let t = Instant::now();
-        train(&mut classifier, &mut source, &training, |p| {
+        let report = train(&mut classifier, &mut source, &training, |p| {
             callback(&FitEvent::Train(p.clone()))
         })?;
         record.train_seconds = t.elapsed().as_secs_f64();
+        record.stopped_at = report.stopped_at;
         Ok((classifier, record))
     }
 
@@ -424,7 +456,7 @@ impl DetectorParams {
             callback(&FitEvent::Features {
                 done,
                 total: images.len(),
-            });
+            })
         })?;
         self.density.fit(features.view())
     }

@@ -29,7 +29,7 @@ impl AugmentSource {
         seed: u64,
     ) -> Result<Self> {
         if images.is_empty() {
-            return Err(Error::invalid_param(
+            return Err(Error::invalid_input(
                 "train",
                 "no training images were given",
             ));
