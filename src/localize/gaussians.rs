@@ -7,6 +7,7 @@
 use super::params::PatchDensity;
 use crate::density::{ledoit_wolf, ArrayData, NamedArray};
 use crate::error::{Error, Result};
+use crate::linalg::l2_normalize_rows;
 use ndarray::{s, Array1, Array2, Array3, ArrayView2, ArrayView3, Axis};
 use ndarray_linalg::{Eigh, InverseH, UPLO};
 
@@ -33,16 +34,6 @@ pub struct PatchGaussians {
     precisions: Array3<f32>,
     /// `[cells]` per-cell score divisors ([`PatchDensity::TiedNormalized`] only).
     scales: Option<Array1<f32>>,
-}
-
-/// L2-normalises each row in place (PAPER.md "GDE: L2-normalise features").
-pub(crate) fn l2_rows(x: &mut Array2<f32>) {
-    for mut row in x.outer_iter_mut() {
-        let n = row.dot(&row).sqrt();
-        if n > 0.0 {
-            row /= n;
-        }
-    }
 }
 
 impl PatchGaussians {
@@ -91,7 +82,7 @@ impl PatchGaussians {
         raw: &Array2<f32>,
     ) -> Array2<f32> {
         let mut x = raw.clone();
-        l2_rows(&mut x);
+        l2_normalize_rows(&mut x);
         x -= mean;
         x.dot(proj)
     }
