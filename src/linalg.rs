@@ -28,7 +28,7 @@ pub(crate) fn principal_axes(x: ArrayView2<f64>, k: usize) -> Result<(Array1<f64
     // [d, n] · [n, d] -> [d, d]
     let cov = xc.t().dot(&xc) / n.max(1) as f64;
     let (_, vecs) = cov.eigh(UPLO::Lower)?; // eigenvalues ascending
-    // the k last columns, largest eigenvalue first
+                                            // the k last columns, largest eigenvalue first
     let axes = Array2::from_shape_fn((d, k), |(r, c)| vecs[[r, d - 1 - c]]);
     Ok((mean, axes))
 }
@@ -59,8 +59,14 @@ mod tests {
         assert!((mean[0] - 2.0).abs() < 1e-12 && (mean[1] - 3.0).abs() < 1e-12);
         let h = std::f64::consts::FRAC_1_SQRT_2;
         assert!((axes[[0, 0]].abs() - h).abs() < 1e-9);
-        assert!((axes[[0, 0]] - axes[[1, 0]]).abs() < 1e-9, "first axis along (1, 1)");
-        assert!((axes[[0, 1]] + axes[[1, 1]]).abs() < 1e-9, "second axis along (1, -1)");
+        assert!(
+            (axes[[0, 0]] - axes[[1, 0]]).abs() < 1e-9,
+            "first axis along (1, 1)"
+        );
+        assert!(
+            (axes[[0, 1]] + axes[[1, 1]]).abs() < 1e-9,
+            "second axis along (1, -1)"
+        );
         assert!((axes.column(0).dot(&axes.column(1))).abs() < 1e-12);
     }
 }

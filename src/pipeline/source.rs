@@ -72,7 +72,10 @@ pub(crate) fn check_source(
         ));
     }
     if batch_images == 0 {
-        return Err(Error::invalid_param(batch_param, "must be >= 1 (paper: 32)"));
+        return Err(Error::invalid_param(
+            batch_param,
+            "must be >= 1 (paper: 32)",
+        ));
     }
     augmentation.check()?;
     augmentation.check_image(input.0, input.1)
