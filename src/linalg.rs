@@ -51,7 +51,8 @@ mod tests {
     fn principal_axes_of_an_elongated_cloud() {
         // points along (1, 1) with a little spread along (1, -1), centred at (2, 3)
         let x = Array2::from_shape_fn((50, 2), |(i, j)| {
-            let t = i as f64 - 24.5;
+            // each t twice, once with each sign of e: t and e uncorrelated
+            let t = (i / 2) as f64 - 12.0;
             let e = if i % 2 == 0 { 0.1 } else { -0.1 };
             [2.0, 3.0][j] + t + if j == 0 { e } else { -e }
         });
