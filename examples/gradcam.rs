@@ -18,7 +18,8 @@
 //! {"data":"../shared/data/mvtec/bottle","side":128,"steps":200,"image_auroc":0.9746,"gradcam_pixel_auroc":0.8398,"threads":2}
 //! ```
 //! At 64 px `layer4` is a 2×2 grid, so the map is very coarse; `gaussian_setup_ms` is the
-//! per-call cost of factorising Σ for the differentiable score (once per `gradcam_batch` call).
+//! per-call cost of setting up the differentiable score (once per `gradcam_batch` call; the line
+//! above was measured when it still factorised Σ, it now copies the fitted Cholesky factor).
 use cutpaste::data::synthetic::{SyntheticKind, SyntheticSpec};
 use cutpaste::heatmap::{AnomalyMap, OverlayOptions, TorchGaussian};
 use cutpaste::metrics::{pixel_auroc, roc_auc};

@@ -113,6 +113,7 @@ pub mod detector;
 pub mod embedding;
 pub mod error;
 pub mod heatmap;
+mod linalg;
 pub mod localize;
 pub mod metrics;
 pub mod model;

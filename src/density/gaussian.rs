@@ -193,6 +193,13 @@ impl FittedGaussian {
         &self.covariance
     }
 
+    /// The lower Cholesky factor L of Σ (Σ = L Lᵀ, upper triangle 0), `[d, d]` column-major:
+    /// for other implementations of the same Gaussian (the differentiable one of GradCAM), so
+    /// that Σ is factorised once.
+    pub(crate) fn cholesky_factor(&self) -> &Array2<f64> {
+        &self.chol
+    }
+
     /// Ledoit–Wolf shrinkage coefficient, `None` for the empirical covariance.
     pub fn shrinkage(&self) -> Option<f64> {
         self.shrinkage

@@ -265,12 +265,7 @@ fn check_finite(features: ArrayView2<f32>, what: &str) -> Result<()> {
 pub(crate) fn rows_f64(features: ArrayView2<f32>, l2_normalize: bool) -> Array2<f64> {
     let mut x = features.mapv(f64::from);
     if l2_normalize {
-        for mut row in x.outer_iter_mut() {
-            let norm = row.dot(&row).sqrt();
-            if norm > 0.0 {
-                row /= norm;
-            }
-        }
+        crate::linalg::l2_normalize_rows(&mut x);
     }
     x
 }

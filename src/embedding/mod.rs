@@ -20,6 +20,7 @@ use crate::augment::{batch_views, Augmentation, ViewKind};
 use crate::data::{load_all, Dataset};
 use crate::detector::Detector;
 use crate::error::{Error, Result};
+use crate::linalg::l2_normalize_rows;
 use image::RgbImage;
 use ndarray::{Array2, ArrayView2};
 use serde::{Deserialize, Serialize};
@@ -107,15 +108,12 @@ impl EmbeddingMap {
                 });
             }
             for r in f.rows() {
-                let norm = r.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
-                let scale = if norm > 0.0 { 1.0 / norm } else { 1.0 };
-                for (dst, v) in x.row_mut(row).iter_mut().zip(r) {
-                    *dst = *v as f64 * scale;
-                }
+                x.row_mut(row).assign(&r.mapv(f64::from));
                 tags.push(*g);
                 row += 1;
             }
         }
+        l2_normalize_rows(&mut x);
         let t = tsne(x.view(), &TsneParams::new(seed))?;
         let points = tags
             .into_iter()

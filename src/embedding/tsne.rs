@@ -6,9 +6,11 @@
 //! perplexity by bisection, symmetrised joint P; Student-t (1 degree of freedom) similarities in
 //! 2-D; early exaggeration 12 for 250 iterations with momentum 0.5, then momentum 0.8; per-
 //! coordinate adaptive gains (+0.2 / ×0.8, at least 0.01); learning rate `max(n / 48, 50)`.
-//! Initialisation **[our choice]**: the first two principal components (power iteration from a
-//! start vector drawn from the seed), scaled to a standard deviation of 1e-4 on the first axis.
+//! Initialisation **[our choice]**: the first two principal components (the eigenvectors of the
+//! d × d covariance, as the patch localizer's PCA), scaled to a standard deviation of 1e-4 on the
+//! first axis; seeded noise when the points do not vary.
 use crate::error::{Error, Result};
+use crate::linalg::principal_axes;
 use ndarray::{Array2, ArrayView2};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -21,7 +23,8 @@ pub struct TsneParams {
     pub perplexity: f64,
     /// Gradient-descent iterations in total (≥ 1). Default 1000.
     pub iterations: usize,
-    /// Seed of the PCA start vectors.
+    /// Seed of the random start used when the points do not vary (otherwise the start is their
+    /// PCA, which needs no seed).
     pub seed: u64,
 }
 
@@ -269,52 +272,31 @@ fn optimise(p: &Array2<f64>, y: &mut Array2<f64>, iterations: usize) {
     }
 }
 
-/// The first two principal components of `x`, by power iteration with deflation from seeded
-/// start vectors, scaled to std 1e-4 on the first axis; sign fixed so that the coordinate of
-/// largest magnitude on each axis is positive. Falls back to seeded N(0, 1e-4²) noise when the
-/// points have (almost) no variance.
+/// The first two principal components of `x` ([`principal_axes`]), scaled to std 1e-4 on the
+/// first axis; sign fixed so that the coordinate of largest magnitude on each axis is positive.
+/// Falls back to seeded N(0, 1e-4²) noise when the points have (almost) no variance or fewer
+/// than 2 dimensions.
 fn pca_init(x: ArrayView2<f64>, seed: u64) -> Array2<f64> {
-    let (n, d) = x.dim();
-    let mean = x
-        .mean_axis(ndarray::Axis(0))
-        .unwrap_or_else(|| ndarray::Array1::zeros(d));
-    let xc = &x - &mean; // [n, d]
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut comps: Vec<ndarray::Array1<f64>> = Vec::new();
-    for _ in 0..2 {
-        let mut v = ndarray::Array1::from_shape_fn(d, |_| rng.random::<f64>() - 0.5);
-        for _ in 0..300 {
-            let mut w = xc.t().dot(&xc.dot(&v)); // XᵀX v, [d]
-            for c in &comps {
-                let proj = w.dot(c);
-                w.scaled_add(-proj, c);
-            }
-            let norm = w.dot(&w).sqrt();
-            if norm.is_nan() || norm <= 1e-300 {
-                break;
-            }
-            let w = w / norm;
-            let change = (&w - &v).mapv(|e| e * e).sum();
-            v = w;
-            if change < 1e-20 {
-                break;
-            }
-        }
-        comps.push(v);
-    }
+    let n = x.nrows();
     let mut y = Array2::zeros((n, 2));
-    for (k, c) in comps.iter().enumerate() {
-        let col = xc.dot(c);
-        let big = col
-            .iter()
-            .fold(0.0f64, |m, v| if v.abs() > m.abs() { *v } else { m });
-        let sign = if big < 0.0 { -1.0 } else { 1.0 };
-        y.column_mut(k).assign(&(col * sign));
+    // no columns, or an eigendecomposition failure, leave y at 0: the noise below
+    let axes = (x.ncols() > 0).then(|| principal_axes(x, 2.min(x.ncols())));
+    if let Some(Ok((mean, axes))) = axes {
+        let xc = &x - &mean; // [n, d]
+        for (k, c) in axes.columns().into_iter().enumerate() {
+            let col = xc.dot(&c);
+            let big = col
+                .iter()
+                .fold(0.0f64, |m, v| if v.abs() > m.abs() { *v } else { m });
+            let sign = if big < 0.0 { -1.0 } else { 1.0 };
+            y.column_mut(k).assign(&(col * sign));
+        }
     }
     let std0 = y.column(0).std(0.0);
     if std0 > 1e-12 {
         y *= 1e-4 / std0;
     } else {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
         y.mapv_inplace(|_| 1e-4 * gaussian(&mut rng));
     }
     y

@@ -20,8 +20,8 @@ use tch::{Device, Kind, Tensor};
 
 /// A fitted Gaussian's squared Mahalanobis distance as a differentiable libtorch function (f64).
 ///
-/// Scores the same as [`FittedGaussian::score_f64`] (same L2 normalisation, mean and
-/// covariance; its own Cholesky factor, so equal up to rounding), and gradients flow back to
+/// Scores the same as [`FittedGaussian::score_f64`] (same L2 normalisation, mean and Cholesky
+/// factor; libtorch's triangular solve, so equal up to rounding), and gradients flow back to
 /// the features.
 #[derive(Debug)]
 pub struct TorchGaussian {
@@ -33,15 +33,17 @@ pub struct TorchGaussian {
 }
 
 impl TorchGaussian {
-    /// Copies μ and Σ of `gaussian` to `device` and factorises Σ there.
+    /// Copies μ and the Cholesky factor L of Σ of `gaussian` (factorised when it was fitted) to
+    /// `device`.
     pub fn new(gaussian: &FittedGaussian, device: Device) -> Result<Self> {
         let d = gaussian.dim() as i64;
         let mean = Tensor::f_from_slice(&gaussian.mean().to_vec())?;
-        let cov: Vec<f64> = gaussian.covariance().iter().copied().collect(); // row-major d·d
-        let cov = Tensor::f_from_slice(&cov)?.f_reshape([d, d])?;
+        // logical (row-major) order whatever the factor's memory layout, d·d
+        let chol: Vec<f64> = gaussian.cholesky_factor().iter().copied().collect();
+        let chol = Tensor::f_from_slice(&chol)?.f_reshape([d, d])?.f_tril(0)?;
         Ok(Self {
             mean: mean.f_to_device(device)?,
-            chol: cov.f_to_device(device)?.f_linalg_cholesky(false)?,
+            chol: chol.f_to_device(device)?,
             l2_normalize: gaussian.params().l2_normalize,
         })
     }

@@ -3,10 +3,11 @@
 use super::dense::dense_features;
 use super::features::patch_features;
 use super::fitted::grid_dims;
-use super::gaussians::{l2_rows, PatchGaussians, SHARED_ROWS};
+use super::gaussians::{PatchGaussians, SHARED_ROWS};
 use super::params::{FeatureMode, LocalizerParams, PatchDensity, DENSE_WIDTH};
 use crate::data::Normalization;
 use crate::error::{Error, Result};
+use crate::linalg::l2_normalize_rows;
 use crate::model::{Classifier, Control};
 use crate::pipeline::FitEvent;
 use image::RgbImage;
@@ -67,7 +68,7 @@ fn fit_basis(
     let picks = lp.pca_images.min(n);
     let chosen: Vec<RgbImage> = (0..picks).map(|p| images[p * n / picks].clone()).collect();
     let mut rows = features_of(clf, norm, lp, &chosen)?;
-    rows.iter_mut().for_each(l2_rows);
+    rows.iter_mut().for_each(l2_normalize_rows);
     let views: Vec<_> = rows.iter().map(|r| r.view()).collect();
     let all = concatenate(Axis(0), &views)
         .map_err(|e| Error::internal(format!("shape of `features`: {e}")))?;

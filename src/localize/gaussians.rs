@@ -7,8 +7,9 @@
 use super::params::PatchDensity;
 use crate::density::{ledoit_wolf, ArrayData, NamedArray};
 use crate::error::{Error, Result};
+use crate::linalg::{l2_normalize_rows, principal_axes};
 use ndarray::{s, Array1, Array2, Array3, ArrayView2, ArrayView3, Axis};
-use ndarray_linalg::{Eigh, InverseH, UPLO};
+use ndarray_linalg::InverseH;
 
 /// Added to every covariance's diagonal so a cell seen by few images stays invertible
 /// (scikit-learn's `reg_covar` default) **[our choice]**.
@@ -33,16 +34,6 @@ pub struct PatchGaussians {
     precisions: Array3<f32>,
     /// `[cells]` per-cell score divisors ([`PatchDensity::TiedNormalized`] only).
     scales: Option<Array1<f32>>,
-}
-
-/// L2-normalises each row in place (PAPER.md "GDE: L2-normalise features").
-pub(crate) fn l2_rows(x: &mut Array2<f32>) {
-    for mut row in x.outer_iter_mut() {
-        let n = row.dot(&row).sqrt();
-        if n > 0.0 {
-            row /= n;
-        }
-    }
 }
 
 impl PatchGaussians {
@@ -73,14 +64,8 @@ impl PatchGaussians {
                 ),
             ));
         }
-        let x = rows.mapv(f64::from);
-        let mean = x.mean_axis(Axis(0)).unwrap_or_else(|| Array1::zeros(width));
-        let xc = &x - &mean;
-        // [width, n] · [n, width] -> [width, width]
-        let cov = xc.t().dot(&xc) / n as f64;
-        let (_, vecs) = cov.eigh(UPLO::Lower)?; // eigenvalues ascending
-                                                // the d last columns, largest eigenvalue first
-        let proj = Array2::from_shape_fn((width, d), |(r, c)| vecs[[r, width - 1 - c]] as f32);
+        let (mean, axes) = principal_axes(rows.mapv(f64::from).view(), d)?;
+        let proj = axes.mapv(|v| v as f32);
         Ok((mean.mapv(|v| v as f32), proj))
     }
 
@@ -91,7 +76,7 @@ impl PatchGaussians {
         raw: &Array2<f32>,
     ) -> Array2<f32> {
         let mut x = raw.clone();
-        l2_rows(&mut x);
+        l2_normalize_rows(&mut x);
         x -= mean;
         x.dot(proj)
     }

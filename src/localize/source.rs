@@ -1,9 +1,10 @@
 //! Training batches of the patch model (PAPER.md "Localization": the same network trained on
 //! random 64×64 crops, CutPaste applied inside the crop).
-use crate::augment::{batch_views, Augmentation};
+use crate::augment::Augmentation;
 use crate::data::synthetic::mix;
 use crate::error::{Error, Result};
 use crate::model::{Batch, BatchSource};
+use crate::pipeline::{check_source, views_batch};
 use image::{imageops, RgbImage};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -31,31 +32,22 @@ impl PatchSource {
         batch_images: usize,
         seed: u64,
     ) -> Result<Self> {
-        let Some(first) = images.first() else {
-            return Err(Error::invalid_input(
-                "train",
-                "no training images were given",
-            ));
-        };
-        let short = images
-            .iter()
-            .map(|i| i.width().min(i.height()))
-            .min()
-            .unwrap_or(first.width());
-        if crop == 0 || crop > short {
-            return Err(Error::invalid_param(
-                "localizer.crop_size",
-                format!("must be in 1..={short} (the shortest image side), got {crop}"),
-            ));
+        // with no images, check_source reports that
+        if let Some(short) = images.iter().map(|i| i.width().min(i.height())).min() {
+            if crop == 0 || crop > short {
+                return Err(Error::invalid_param(
+                    "localizer.crop_size",
+                    format!("must be in 1..={short} (the shortest image side), got {crop}"),
+                ));
+            }
         }
-        if batch_images == 0 {
-            return Err(Error::invalid_param(
-                "localizer.batch_images",
-                "must be >= 1 (paper: 32)",
-            ));
-        }
-        augmentation.check()?;
-        augmentation.check_image(crop, crop)?;
+        check_source(
+            &images,
+            &augmentation,
+            batch_images,
+            "localizer.batch_images",
+            (crop, crop),
+        )?;
         Ok(Self {
             images,
             augmentation,
@@ -82,17 +74,7 @@ impl PatchSource {
 
 impl BatchSource for PatchSource {
     fn batch(&mut self, step: usize) -> Result<Batch> {
-        let crops = self.crops(step);
-        let views = batch_views(
-            &self.augmentation,
-            &crops,
-            mix(self.seed, 2 * step as u64 + 1),
-        )?;
-        let labels = views.iter().map(|v| v.label as i64).collect();
-        Ok(Batch {
-            images: views.into_iter().map(|v| v.image).collect(),
-            labels,
-        })
+        views_batch(&self.augmentation, &self.crops(step), self.seed, step)
     }
 
     /// A clone (the images are shared): batches are a pure function of the step.

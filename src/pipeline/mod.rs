@@ -27,6 +27,7 @@ mod steer;
 
 pub use budget::StageRecord;
 pub use source::AugmentSource;
+pub(crate) use source::{check_source, views_batch};
 
 use crate::augment::Augmentation;
 use crate::data::{resize_rgb, Dataset, DEFAULT_SIDE};

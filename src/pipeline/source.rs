@@ -28,21 +28,8 @@ impl AugmentSource {
         batch_images: usize,
         seed: u64,
     ) -> Result<Self> {
-        if images.is_empty() {
-            return Err(Error::invalid_input(
-                "train",
-                "no training images were given",
-            ));
-        }
-        if batch_images == 0 {
-            return Err(Error::invalid_param(
-                "batch_images",
-                "must be >= 1 (paper: 32)",
-            ));
-        }
-        augmentation.check()?;
-        let (w, h) = images[0].dimensions();
-        augmentation.check_image(w, h)?;
+        let (w, h) = images.first().map_or((0, 0), |i| i.dimensions());
+        check_source(&images, &augmentation, batch_images, "batch_images", (w, h))?;
         Ok(Self {
             images,
             augmentation,
@@ -59,20 +46,53 @@ impl BatchSource for AugmentSource {
         let picks: Vec<RgbImage> = (0..self.batch_images)
             .map(|_| self.images[rng.random_range(0..n)].clone())
             .collect();
-        let views = batch_views(
-            &self.augmentation,
-            &picks,
-            mix(self.seed, 2 * step as u64 + 1),
-        )?;
-        let labels = views.iter().map(|v| v.label as i64).collect();
-        Ok(Batch {
-            images: views.into_iter().map(|v| v.image).collect(),
-            labels,
-        })
+        views_batch(&self.augmentation, &picks, self.seed, step)
     }
 
     /// A clone (the images are shared): batches are a pure function of the step.
     fn fork(&self) -> Option<Self> {
         Some(self.clone())
     }
+}
+
+/// The argument checks of the training sources ([`AugmentSource`], and the patch model's
+/// `PatchSource`): at least one image, `batch_images >= 1` (the parameter named `batch_param` in
+/// the error), a valid augmentation that accepts views of `input` = (width, height).
+pub(crate) fn check_source(
+    images: &[RgbImage],
+    augmentation: &Augmentation,
+    batch_images: usize,
+    batch_param: &str,
+    input: (u32, u32),
+) -> Result<()> {
+    if images.is_empty() {
+        return Err(Error::invalid_input(
+            "train",
+            "no training images were given",
+        ));
+    }
+    if batch_images == 0 {
+        return Err(Error::invalid_param(
+            batch_param,
+            "must be >= 1 (paper: 32)",
+        ));
+    }
+    augmentation.check()?;
+    augmentation.check_image(input.0, input.1)
+}
+
+/// Batch `step` of a training source from its drawn source images: their labelled views under
+/// `augmentation`, seeded by `(seed, step)`.
+pub(crate) fn views_batch(
+    augmentation: &Augmentation,
+    sources: &[RgbImage],
+    seed: u64,
+    step: usize,
+) -> Result<Batch> {
+    let views = batch_views(augmentation, sources, mix(seed, 2 * step as u64 + 1))?;
+    let labels = views.iter().map(|v| v.label as i64).collect();
+    Ok(Batch {
+        images: views.into_iter().map(|v| v.image).collect(),
+        labels,
+    })
 }

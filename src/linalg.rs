@@ -1,0 +1,73 @@
+//! Small linear-algebra helpers on `ndarray` shared by the density estimators, the patch
+//! localizer and the embedding map, so that each exists once.
+use crate::error::Result;
+use ndarray::{Array1, Array2, ArrayView2, Axis, NdFloat};
+use ndarray_linalg::{Eigh, UPLO};
+
+/// Divides each row of `x` by its L2 norm in place (PAPER.md "GDE: L2-normalise features");
+/// rows of norm 0 stay 0, as `sklearn.preprocessing.normalize` does. The norm is computed in
+/// the array's own precision.
+pub(crate) fn l2_normalize_rows<A: NdFloat>(x: &mut Array2<A>) {
+    for mut row in x.outer_iter_mut() {
+        let norm = row.dot(&row).sqrt();
+        if norm > A::zero() {
+            row /= norm;
+        }
+    }
+}
+
+/// Principal component analysis of the rows of `x` (`[n, d]`, n ≥ 1): their mean `[d]` and the
+/// `k` leading principal axes as the orthonormal columns of a `[d, k]` matrix, largest variance
+/// first, from the eigendecomposition of the `d × d` covariance (O(n·d² + d³)). Each axis's sign
+/// is LAPACK's; callers that need a fixed sign choose it. Needs `k <= d`.
+pub(crate) fn principal_axes(x: ArrayView2<f64>, k: usize) -> Result<(Array1<f64>, Array2<f64>)> {
+    let (n, d) = x.dim();
+    debug_assert!(k <= d, "principal_axes: k = {k} > d = {d}");
+    let mean = x.mean_axis(Axis(0)).unwrap_or_else(|| Array1::zeros(d));
+    let xc = &x - &mean;
+    // [d, n] · [n, d] -> [d, d]
+    let cov = xc.t().dot(&xc) / n.max(1) as f64;
+    let (_, vecs) = cov.eigh(UPLO::Lower)?; // eigenvalues ascending
+                                            // the k last columns, largest eigenvalue first
+    let axes = Array2::from_shape_fn((d, k), |(r, c)| vecs[[r, d - 1 - c]]);
+    Ok((mean, axes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_get_unit_norm_and_zero_rows_stay_zero() {
+        let mut x = ndarray::arr2(&[[3.0f32, 4.0], [0.0, 0.0]]);
+        l2_normalize_rows(&mut x);
+        assert_eq!(x, ndarray::arr2(&[[0.6f32, 0.8], [0.0, 0.0]]));
+        let mut y = ndarray::arr2(&[[1.0f64, 1.0, 1.0, 1.0]]);
+        l2_normalize_rows(&mut y);
+        assert_eq!(y, ndarray::arr2(&[[0.5f64, 0.5, 0.5, 0.5]]));
+    }
+
+    #[test]
+    fn principal_axes_of_an_elongated_cloud() {
+        // points along (1, 1) with a little spread along (1, -1), centred at (2, 3)
+        let x = Array2::from_shape_fn((50, 2), |(i, j)| {
+            // each t twice, once with each sign of e: t and e uncorrelated
+            let t = (i / 2) as f64 - 12.0;
+            let e = if i % 2 == 0 { 0.1 } else { -0.1 };
+            [2.0, 3.0][j] + t + if j == 0 { e } else { -e }
+        });
+        let (mean, axes) = principal_axes(x.view(), 2).unwrap();
+        assert!((mean[0] - 2.0).abs() < 1e-12 && (mean[1] - 3.0).abs() < 1e-12);
+        let h = std::f64::consts::FRAC_1_SQRT_2;
+        assert!((axes[[0, 0]].abs() - h).abs() < 1e-9);
+        assert!(
+            (axes[[0, 0]] - axes[[1, 0]]).abs() < 1e-9,
+            "first axis along (1, 1)"
+        );
+        assert!(
+            (axes[[0, 1]] + axes[[1, 1]]).abs() < 1e-9,
+            "second axis along (1, -1)"
+        );
+        assert!((axes.column(0).dot(&axes.column(1))).abs() < 1e-12);
+    }
+}
