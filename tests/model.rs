@@ -149,10 +149,9 @@ fn droc_head_and_bad_configs() {
     ));
     let clf = classifier(2, 0);
     let wrong = Tensor::zeros([2, 1, 32, 32], (Kind::Float, CPU));
-    assert!(matches!(
-        clf.forward_t(&wrong, true),
-        Err(Error::InvalidParam { .. })
-    ));
+    let err = clf.forward_t(&wrong, true).unwrap_err();
+    assert!(matches!(err, Error::InvalidInput { .. }), "{err}");
+    assert_eq!(err.kind(), cutpaste::ErrorKind::Data);
 }
 
 #[test]
