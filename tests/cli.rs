@@ -365,3 +365,26 @@ fn learning_rate_and_batch_images_reach_both_models_and_the_checkpoint() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("learning_rate"), "{}", stderr(&o));
 }
+
+#[test]
+fn pretrained_weights_reach_the_dense_recipes_patch_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = SyntheticSpec::new(SyntheticKind::Part)
+        .side(64)
+        .counts(4, 1, 1)
+        .seed(4)
+        .write(dir.path())
+        .unwrap();
+    // an image is not a weights file: the dense recipe must read it (and fail), not ignore it
+    let not_weights = data.join("train").join("good").join("000.png");
+    assert!(not_weights.is_file(), "{}", not_weights.display());
+    let model = dir.path().join("m.safetensors");
+    let o = train(
+        &data,
+        &model,
+        &["--pretrained", s(&not_weights), "--threshold", "none"],
+    );
+    assert!(!o.status.success(), "train ignored --pretrained");
+    assert!(stderr(&o).contains("000.png"), "{}", stderr(&o));
+    assert!(!model.exists(), "nothing is written on failure");
+}

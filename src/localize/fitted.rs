@@ -328,6 +328,11 @@ fn train_patch_model(
     let seed = mix(det.seed, PATCH_STREAM);
     let config = det.classifier_config();
     let mut classifier = Classifier::new(&config, det.device, seed)?;
+    if let Some(p) = &det.backbone.pretrained {
+        // the backbone's initialisation applies to the patch model too (the dense recipe's
+        // only model), not only to the image model
+        classifier.load_backbone(p)?;
+    }
     if skip {
         let mut record = budget::fixed("localizer", lp.steps);
         record.stopped_at = Some(0);
