@@ -37,6 +37,16 @@ fn train(data: &Path, model: &Path, extra: &[&str]) -> Output {
     cutpaste(&args)
 }
 
+/// A 64² synthetic part category: 4 training, 1 good and 1 defective test image.
+fn tiny_part(dir: &Path, seed: u64) -> std::path::PathBuf {
+    SyntheticSpec::new(SyntheticKind::Part)
+        .side(64)
+        .counts(4, 1, 1)
+        .seed(seed)
+        .write(dir)
+        .unwrap()
+}
+
 #[test]
 fn localizer_heatmaps_from_the_cli() {
     let dir = tempfile::tempdir().unwrap();
@@ -330,12 +340,7 @@ fn cuda_that_cannot_be_used_is_one_line_with_the_cause_and_the_fix() {
 #[test]
 fn learning_rate_and_batch_images_reach_both_models_and_the_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
-    let data = SyntheticSpec::new(SyntheticKind::Part)
-        .side(64)
-        .counts(4, 1, 1)
-        .seed(3)
-        .write(dir.path())
-        .unwrap();
+    let data = tiny_part(dir.path(), 3);
     let model = dir.path().join("m.safetensors");
     let o = train(
         &data,
@@ -369,12 +374,7 @@ fn learning_rate_and_batch_images_reach_both_models_and_the_checkpoint() {
 #[test]
 fn pretrained_weights_reach_the_dense_recipes_patch_model() {
     let dir = tempfile::tempdir().unwrap();
-    let data = SyntheticSpec::new(SyntheticKind::Part)
-        .side(64)
-        .counts(4, 1, 1)
-        .seed(4)
-        .write(dir.path())
-        .unwrap();
+    let data = tiny_part(dir.path(), 4);
     // an image is not a weights file: the dense recipe must read it (and fail), not ignore it
     let not_weights = data.join("train").join("good").join("000.png");
     assert!(not_weights.is_file(), "{}", not_weights.display());

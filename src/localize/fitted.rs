@@ -327,12 +327,8 @@ fn train_patch_model(
 ) -> Result<(Classifier, StageRecord)> {
     let seed = mix(det.seed, PATCH_STREAM);
     let config = det.classifier_config();
-    let mut classifier = Classifier::new(&config, det.device, seed)?;
-    if let Some(p) = &det.backbone.pretrained {
-        // the backbone's initialisation applies to the patch model too (the dense recipe's
-        // only model), not only to the image model
-        classifier.load_backbone(p)?;
-    }
+    // pretrained weights apply to the patch model too (the dense recipe's only network)
+    let mut classifier = det.new_classifier(seed)?;
     if skip {
         let mut record = budget::fixed("localizer", lp.steps);
         record.stopped_at = Some(0);

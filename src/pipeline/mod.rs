@@ -402,7 +402,7 @@ impl DetectorParams {
         share: f64,
         callback: &mut impl FnMut(&FitEvent) -> Control,
     ) -> Result<(Classifier, StageRecord)> {
-        let mut classifier = self.new_classifier()?;
+        let mut classifier = self.new_classifier(self.seed)?;
         let mut source = AugmentSource::new(
             images.clone(),
             self.augmentation.clone(),
@@ -474,8 +474,11 @@ impl DetectorParams {
         config
     }
 
-    fn new_classifier(&self) -> Result<Classifier> {
-        let mut classifier = Classifier::new(&self.classifier_config(), self.device, self.seed)?;
+    /// A network of [`classifier_config`](Self::classifier_config) initialised with `seed`, and
+    /// from the pretrained backbone when one is set: the image model and the localizer's patch
+    /// model are both built here.
+    pub(crate) fn new_classifier(&self, seed: u64) -> Result<Classifier> {
+        let mut classifier = Classifier::new(&self.classifier_config(), self.device, seed)?;
         if let Some(p) = &self.backbone.pretrained {
             classifier.load_backbone(p)?;
         }
