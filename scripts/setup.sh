@@ -30,11 +30,11 @@ torch_ok() {
 if ! torch_ok; then
   echo "setup: installing libtorch $TORCH_VERSION from the PyPI torch wheel into .venv" >&2
   [ -x .venv/bin/python ] || python3 -m venv .venv
-  .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null || true
+  .venv/bin/python -m pip install -q --no-cache-dir --disable-pip-version-check --upgrade pip >/dev/null || true
   if [ "${CUTPASTE_FULL_TORCH:-0}" = "1" ]; then
-    .venv/bin/python -m pip install -q --disable-pip-version-check "torch==$TORCH_VERSION"
+    .venv/bin/python -m pip install -q --no-cache-dir --disable-pip-version-check "torch==$TORCH_VERSION"
   else
-    .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps \
+    .venv/bin/python -m pip install -q --no-cache-dir --disable-pip-version-check --no-deps \
       "torch==$TORCH_VERSION" nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85
   fi
   site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
