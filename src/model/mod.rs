@@ -51,6 +51,7 @@ pub use device::{
 pub use feed::Prefetch;
 pub use head::{HeadConfig, HeadOutput, MlpHead};
 pub(crate) use io::f32_bytes;
+pub(crate) use layers::Init;
 pub use optim::cosine_lr;
 pub use precision::{autocast_enabled, cpu_has_amx, cpu_has_native_bf16, FastPath, Precision};
 pub use pretrained::is_ignorable_torchvision_key;
