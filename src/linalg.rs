@@ -1,8 +1,9 @@
 //! Small linear-algebra helpers on `ndarray` shared by the density estimators, the patch
-//! localizer and the embedding map, so that each exists once.
-use crate::error::Result;
-use ndarray::{Array1, Array2, ArrayView2, Axis, NdFloat};
-use ndarray_linalg::{Eigh, UPLO};
+//! localizer and the embedding map, so that each exists once (the Gaussians' factorisation
+//! included: [`checked_cholesky`], [`precision_matrix`]).
+use crate::error::{Error, Result};
+use ndarray::{Array1, Array2, ArrayView2, Axis, NdFloat, ShapeBuilder};
+use ndarray_linalg::{Cholesky, CholeskyFactorized, Eigh, InverseC, UPLO};
 
 /// Divides each row of `x` by its L2 norm in place (PAPER.md "GDE: L2-normalise features");
 /// rows of norm 0 stay 0, as `sklearn.preprocessing.normalize` does. The norm is computed in
@@ -33,6 +34,50 @@ pub(crate) fn principal_axes(x: ArrayView2<f64>, k: usize) -> Result<(Array1<f64
     Ok((mean, axes))
 }
 
+/// The lower Cholesky factor L of the covariance `cov` (Σ = L Lᵀ, column-major, upper triangle
+/// 0) of `n` samples, or [`Error::SingularCovariance`] when it is not numerically positive
+/// definite: a failed factorisation, or a pivot `L_ii²` below `d·ε·max Σ_ii`.
+pub(crate) fn checked_cholesky(cov: &Array2<f64>, n: usize) -> Result<Array2<f64>> {
+    let d = cov.nrows();
+    let l = cov
+        .cholesky(UPLO::Lower)
+        .map_err(|e| Error::SingularCovariance {
+            reason: format!(
+                "Cholesky factorisation of the {d}x{d} covariance of {n} samples failed: {e}"
+            ),
+        })?;
+    let max_diag = cov.diag().iter().fold(0.0f64, |m, &v| m.max(v));
+    let tol = d as f64 * f64::EPSILON * max_diag;
+    if let Some((i, p)) = l
+        .diag()
+        .iter()
+        .map(|v| v * v)
+        .enumerate()
+        .find(|(_, p)| p.is_nan() || *p <= tol)
+    {
+        return Err(Error::SingularCovariance {
+            reason: format!(
+                "Cholesky pivot {i} of the {d}x{d} covariance of {n} samples is {p:e}, below the \
+                 tolerance {tol:e} (too few distinct samples, or a constant feature?)"
+            ),
+        });
+    }
+    let mut col_major = Array2::zeros((d, d).f());
+    col_major.assign(&l);
+    Ok(col_major)
+}
+
+/// The precision matrix Σ⁻¹ of the covariance `cov` of `n` samples, from its
+/// [`checked_cholesky`] factor (LAPACK `potri`), symmetric; the same errors.
+pub(crate) fn precision_matrix(cov: &Array2<f64>, n: usize) -> Result<Array2<f64>> {
+    let factor = checked_cholesky(cov, n)?;
+    Ok(CholeskyFactorized {
+        factor,
+        uplo: UPLO::Lower,
+    }
+    .invc()?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -45,6 +90,26 @@ mod tests {
         let mut y = ndarray::arr2(&[[1.0f64, 1.0, 1.0, 1.0]]);
         l2_normalize_rows(&mut y);
         assert_eq!(y, ndarray::arr2(&[[0.5f64, 0.5, 0.5, 0.5]]));
+    }
+
+    #[test]
+    fn precision_is_the_inverse_and_singular_covariances_are_typed_errors() {
+        let cov = ndarray::arr2(&[[4.0, 2.0, 0.4], [2.0, 3.0, 0.5], [0.4, 0.5, 1.0]]);
+        let p = precision_matrix(&cov, 10).unwrap();
+        let eye = cov.dot(&p);
+        for ((i, j), v) in eye.indexed_iter() {
+            let want = if i == j { 1.0 } else { 0.0 };
+            assert!((v - want).abs() < 1e-12, "({i}, {j}): {v}");
+        }
+        assert_eq!(p, p.t());
+        let l = checked_cholesky(&cov, 10).unwrap();
+        assert_eq!(l[[0, 1]], 0.0);
+        assert!((l.dot(&l.t()) - &cov).iter().all(|v| v.abs() < 1e-12));
+        let singular = ndarray::arr2(&[[1.0, 1.0], [1.0, 1.0]]);
+        assert!(matches!(
+            precision_matrix(&singular, 2),
+            Err(Error::SingularCovariance { .. })
+        ));
     }
 
     #[test]

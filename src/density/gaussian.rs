@@ -2,9 +2,10 @@
 //! score(f) = (f − μ)ᵀ Σ⁻¹ (f − μ), the squared Mahalanobis distance. Computed in f64.
 use super::ledoit_wolf::{empirical_covariance, ledoit_wolf};
 use super::{check_query, check_train, rows_f64, DensityEstimator, FittedEstimator};
+use crate::linalg::checked_cholesky;
 use crate::{Error, Result};
-use ndarray::{s, Array1, Array2, ArrayView2, Axis, ShapeBuilder};
-use ndarray_linalg::{Cholesky, Diag, SolveTriangularInplace, UPLO};
+use ndarray::{s, Array1, Array2, ArrayView2, Axis};
+use ndarray_linalg::{Diag, SolveTriangularInplace, UPLO};
 use serde::{Deserialize, Serialize};
 
 /// Rows scored per block: bounds the temporary (block × dim) f64 buffers.
@@ -227,38 +228,6 @@ impl FittedGaussian {
         }
         Ok(out)
     }
-}
-
-/// The lower Cholesky factor L of `cov` (column-major, from `n` samples), with a singularity
-/// check.
-fn checked_cholesky(cov: &Array2<f64>, n: usize) -> Result<Array2<f64>> {
-    let d = cov.nrows();
-    let l = cov
-        .cholesky(UPLO::Lower)
-        .map_err(|e| Error::SingularCovariance {
-            reason: format!(
-                "Cholesky factorisation of the {d}x{d} covariance of {n} samples failed: {e}"
-            ),
-        })?;
-    let max_diag = cov.diag().iter().fold(0.0f64, |m, &v| m.max(v));
-    let tol = d as f64 * f64::EPSILON * max_diag;
-    if let Some((i, p)) = l
-        .diag()
-        .iter()
-        .map(|v| v * v)
-        .enumerate()
-        .find(|(_, p)| p.is_nan() || *p <= tol)
-    {
-        return Err(Error::SingularCovariance {
-            reason: format!(
-                "Cholesky pivot {i} of the {d}x{d} covariance of {n} samples is {p:e}, below the \
-                 tolerance {tol:e} (too few distinct samples, or a constant feature?)"
-            ),
-        });
-    }
-    let mut col_major = Array2::zeros((d, d).f());
-    col_major.assign(&l);
-    Ok(col_major)
 }
 
 impl FittedGaussian {

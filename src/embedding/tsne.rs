@@ -11,9 +11,8 @@
 //! first axis; seeded noise when the points do not vary.
 use crate::error::{Error, Result};
 use crate::linalg::principal_axes;
+use crate::model::Init;
 use ndarray::{Array2, ArrayView2};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 
 /// t-SNE settings; [`TsneParams::new`] gives the defaults.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -296,17 +295,13 @@ fn pca_init(x: ArrayView2<f64>, seed: u64) -> Array2<f64> {
     if std0 > 1e-12 {
         y *= 1e-4 / std0;
     } else {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        y.mapv_inplace(|_| 1e-4 * gaussian(&mut rng));
+        // row-major [n, 2]: point i gets draws 2i and 2i + 1
+        let noise = Init::new(seed).normal(2 * n, 1e-4);
+        for (dst, v) in y.iter_mut().zip(noise) {
+            *dst = f64::from(v);
+        }
     }
     y
-}
-
-/// A standard normal draw (Box–Muller).
-fn gaussian(rng: &mut ChaCha8Rng) -> f64 {
-    let u1: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
-    let u2: f64 = rng.random();
-    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
 #[cfg(test)]
@@ -314,14 +309,14 @@ mod tests {
     use super::*;
 
     fn blobs(per: usize, dim: usize, seed: u64) -> (Array2<f64>, Vec<usize>) {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut noise = Init::new(seed).normal(3 * per * dim, 1.0).into_iter();
         let mut x = Array2::zeros((3 * per, dim));
         let mut labels = Vec::new();
         for c in 0..3 {
             for k in 0..per {
                 for j in 0..dim {
                     let centre = if j % 3 == c { 10.0 } else { 0.0 };
-                    x[[c * per + k, j]] = centre + gaussian(&mut rng);
+                    x[[c * per + k, j]] = centre + f64::from(noise.next().unwrap());
                 }
                 labels.push(c);
             }
@@ -354,8 +349,9 @@ mod tests {
     fn gradient_matches_finite_differences() {
         let (x, _) = blobs(5, 4, 2);
         let p = joint_probabilities(&squared_distances(x.view()), 4.0);
-        let mut rng = ChaCha8Rng::seed_from_u64(3);
-        let y = Array2::from_shape_fn((15, 2), |_| gaussian(&mut rng));
+        let noise = Init::new(3).normal(30, 1.0);
+        let y =
+            Array2::from_shape_vec((15, 2), noise.into_iter().map(f64::from).collect()).unwrap();
         let (_, g) = kl_and_gradient(&p, &y, 1.0);
         let (mut num, mut fast) = (vec![0.0; 15 * 15], vec![0.0; 30]);
         let yf: Vec<f64> = y.iter().copied().collect();

@@ -3,6 +3,12 @@
 //! (R. Du's fit of the 256-entry table; Apache-2.0 coefficients). Dark blue at 0, blue → cyan →
 //! green at the middle → yellow → red, dark red at 1. The fit is close in the interior and
 //! darker than the table at the very ends (within 0.13 per channel at t = 0 and t = 1).
+//!
+//! Kept instead of the `colorous` crate's `TURBO`: that one is another fit of the same table
+//! (d3's coefficients), evaluated in f32 and truncated to whole 8-bit values. Its colours differ
+//! from these by up to 2.3/255 (red near t = 0.9, green near t = 0.8; at t = 0.5, a point the
+//! overlay tests pin, red is 150.07/255 here and 148/255 there), and [`turbo`] returns the
+//! continuous values that the overlay blends with the image before rounding once.
 
 /// Polynomial coefficients c₀…c₅ per channel (R, G, B) of `c₀ + c₁t + … + c₅t⁵`.
 const TURBO: [[f64; 6]; 3] = [

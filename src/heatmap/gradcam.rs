@@ -206,18 +206,18 @@ impl Detector {
     }
 }
 
-/// `[1, 1, h, w]` → bilinear (`align_corners = false`) `[height, width]` map. The detector
+/// `[1, 1, h, w]` → bilinear (`align_corners = false`) `[height, width]` map, by the crate's one
+/// bilinear resize ([`AnomalyMap::resize`]) on the CPU copy of the small grid. The detector
 /// stretches the whole image to its square input, so the grid maps linearly onto the image and
-/// one interpolation straight to the image's size suffices.
+/// one interpolation straight to the image's size suffices. Its weights are ≥ 0, so the map
+/// stays ≥ 0 like the ReLU'd grid.
 fn upsample_to(cam: &Tensor, width: u32, height: u32) -> Result<AnomalyMap> {
-    let up = cam
-        .f_upsample_bilinear2d([height as i64, width as i64], false, None, None)?
-        .f_relu()? // interpolation of values ≥ 0 stays ≥ 0; guards rounding
+    let (_, _, h, w) = cam.size4()?;
+    let grid = cam
         .f_to_device(Device::Cpu)?
         .f_contiguous()?
-        .f_flatten(0, -1)?; // [height·width]
-    let v = Vec::<f32>::try_from(up)?;
-    let values = Array2::from_shape_vec((height as usize, width as usize), v)
-        .map_err(|e| Error::internal(format!("shape of `image`: {e}")))?;
-    AnomalyMap::new(values)
+        .f_flatten(0, -1)?; // [h·w]
+    let values = Array2::from_shape_vec((h as usize, w as usize), Vec::<f32>::try_from(grid)?)
+        .map_err(|e| Error::internal(format!("shape of the GradCAM grid: {e}")))?;
+    AnomalyMap::new(values)?.resize(width, height)
 }

@@ -7,9 +7,8 @@
 use super::params::PatchDensity;
 use crate::density::{ledoit_wolf, ArrayData, NamedArray};
 use crate::error::{Error, Result};
-use crate::linalg::{l2_normalize_rows, principal_axes};
+use crate::linalg::{l2_normalize_rows, precision_matrix, principal_axes};
 use ndarray::{s, Array1, Array2, Array3, ArrayView2, ArrayView3, Axis};
-use ndarray_linalg::InverseH;
 
 /// Added to every covariance's diagonal so a cell seen by few images stays invertible
 /// (scikit-learn's `reg_covar` default) **[our choice]**.
@@ -348,16 +347,22 @@ impl PatchGaussians {
     }
 }
 
-/// Mean and inverse Ledoit–Wolf covariance (+ [`REG_COVAR`]·I) of rows `x` (n × d).
+/// Mean and inverse Ledoit–Wolf covariance (+ [`REG_COVAR`]·I) of rows `x` (n × d): the
+/// covariance estimator and the checked Cholesky factorisation that the image-level
+/// [`FittedGaussian`](crate::density::FittedGaussian) uses, inverted once here
+/// ([`precision_matrix`]). Only the stored form differs: thousands of cells keep `Σ⁻¹` in f32 (a
+/// quarter of `Σ` and its factor in f64), and score with matrix products, all cells at once when
+/// they share one covariance. Not ndarray-linalg's `invh`: for a row-major matrix (as the
+/// covariance is) it returns the input's off-diagonal entries with the inverse's diagonal.
 fn gaussian(mut x: Array2<f64>) -> Result<(Array1<f64>, Array2<f64>)> {
-    let d = x.ncols();
+    let (n, d) = x.dim();
     let mean = x.mean_axis(Axis(0)).unwrap_or_else(|| Array1::zeros(d));
     x -= &mean;
     let (mut cov, _) = ledoit_wolf(x.view());
     for i in 0..d {
         cov[[i, i]] += REG_COVAR;
     }
-    Ok((mean, cov.invh()?))
+    Ok((mean, precision_matrix(&cov, n)?))
 }
 
 #[cfg(test)]
@@ -379,8 +384,23 @@ mod tests {
         )
         .unwrap();
         assert_eq!(g.memory_bytes(), PatchGaussians::estimate_bytes(2, 2, 2));
-        // Oracle: the same numbers via crate::density::ledoit_wolf directly.
+        // Oracle: the stored precision inverts the Ledoit–Wolf covariance (+ REG_COVAR) of the
+        // cell's rows, computed here without gaussian() (an oracle built on gaussian() itself
+        // cannot catch a wrong inverse).
         let x: Array2<f64> = z.slice(s![.., 1, ..]).mapv(f64::from);
+        let centred = &x - &x.mean_axis(Axis(0)).unwrap();
+        let (mut cov, _) = ledoit_wolf(centred.view());
+        cov.diag_mut().mapv_inplace(|v| v + REG_COVAR);
+        assert!(
+            cov[[0, 1]].abs() > 0.1,
+            "the cell's dimensions are correlated"
+        );
+        let stored: Array2<f64> = g.precisions.slice(s![1, .., ..]).mapv(f64::from);
+        let eye = cov.dot(&stored);
+        for ((i, j), v) in eye.indexed_iter() {
+            let want = if i == j { 1.0 } else { 0.0 };
+            assert!((v - want).abs() < 1e-5, "Σ·P at ({i}, {j}) is {v}");
+        }
         let (m, p) = gaussian(x).unwrap();
         let q = Array1::from_vec(vec![1.0f64, -2.0]);
         let diff = &q - &m;

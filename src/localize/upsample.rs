@@ -80,7 +80,10 @@ pub fn upsample_dense(scores: ArrayView2<f32>, sigma: f64) -> Result<Array2<f32>
 }
 
 /// Bilinear resize of a `[h, w]` map to `[height, width]` with half-pixel centres (as
-/// PyTorch's `interpolate(…, align_corners=False)`, edges clamped).
+/// PyTorch's `interpolate(…, align_corners=False)`, edges clamped). The crate's one resize of
+/// score maps: the localizer's maps, [`AnomalyMap::resize`](crate::heatmap::AnomalyMap::resize)
+/// and GradCAM's maps. (Multi-channel feature maps are interpolated inside libtorch, on their
+/// device, where they are computed.)
 pub fn resize_bilinear(map: ArrayView2<f32>, width: u32, height: u32) -> Result<Array2<f32>> {
     let (h, w) = map.dim();
     if h == 0 || w == 0 || width == 0 || height == 0 {

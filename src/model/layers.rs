@@ -6,12 +6,15 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tch::{nn, Kind, Tensor};
 
-/// Seeded initialiser: draws every initial weight from one ChaCha8 stream.
+/// Seeded initialiser: draws every initial weight from one ChaCha8 stream. Also the crate's one
+/// Gaussian sampler outside the networks (t-SNE's random start), so that Box–Muller exists once;
+/// its stream fixes every initial weight, hence every trained model, of a seed: do not change it.
 pub(crate) struct Init {
     rng: ChaCha8Rng,
 }
 
 impl Init {
+    /// The stream of `seed`.
     pub(crate) fn new(seed: u64) -> Self {
         Self {
             rng: ChaCha8Rng::seed_from_u64(seed),
@@ -27,8 +30,8 @@ impl Init {
             .collect()
     }
 
-    /// `n` samples of N(0, std²) (Box–Muller).
-    fn normal(&mut self, n: usize, std: f64) -> Vec<f32> {
+    /// `n` samples of N(0, std²) (Box–Muller on pairs of [`Self::unit`] draws).
+    pub(crate) fn normal(&mut self, n: usize, std: f64) -> Vec<f32> {
         let u = self.unit(n + n % 2);
         let std = std as f32;
         let mut out = Vec::with_capacity(n + 1);

@@ -14,11 +14,19 @@
 //!   [`Error::DeviceUnavailable`](crate::Error::DeviceUnavailable) naming the cause and the fix.
 //!
 //! ```no_run
-//! use cutpaste::model::{train, Classifier, ClassifierConfig, Control, ToySource, TrainParams};
+//! use cutpaste::augment::Augmentation;
+//! use cutpaste::data::synthetic::{SyntheticKind, SyntheticSpec};
+//! use cutpaste::model::{train, Classifier, ClassifierConfig, Control, TrainParams};
+//! use cutpaste::pipeline::AugmentSource;
+//! use std::sync::Arc;
 //! # fn main() -> cutpaste::Result<()> {
 //! let device = tch::Device::Cpu;
-//! let mut clf = Classifier::new(&ClassifierConfig::new(2, device), device, 0)?;
-//! let mut source = ToySource::new(ToySource::synthetic_images(16, 64, 0), 8, 0)?;
+//! let spec = SyntheticSpec::new(SyntheticKind::Part).side(64);
+//! let images = Arc::new((0..16).map(|i| spec.train_image(i)).collect::<Vec<_>>());
+//! let augmentation = Augmentation::cutpaste();
+//! let config = ClassifierConfig::new(augmentation.num_classes() as i64, device);
+//! let mut clf = Classifier::new(&config, device, 0)?;
+//! let mut source = AugmentSource::new(images, augmentation, 8, 0)?;
 //! let params = TrainParams::paper().steps(100);
 //! let report = train(&mut clf, &mut source, &params, |p| {
 //!     log::info!("step {}/{} loss {:.3}", p.step, p.steps, p.loss);
@@ -51,10 +59,13 @@ pub use device::{
 pub use feed::Prefetch;
 pub use head::{HeadConfig, HeadOutput, MlpHead};
 pub(crate) use io::f32_bytes;
+pub(crate) use layers::Init;
 pub use optim::cosine_lr;
 pub use precision::{autocast_enabled, cpu_has_amx, cpu_has_native_bf16, FastPath, Precision};
 pub use pretrained::is_ignorable_torchvision_key;
 pub(crate) use pretrained::load_weights_skipping;
 pub use resnet::{FeatureMaps, ResNet18, FEATURE_DIM, RESNET18_PARAMS};
-pub use source::{Batch, BatchSource, ToySource};
+#[doc(hidden)]
+pub use source::ToySource;
+pub use source::{Batch, BatchSource};
 pub use train::{train, CheckpointPolicy, Control, Progress, TrainParams, TrainReport};

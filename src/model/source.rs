@@ -1,5 +1,6 @@
-//! Where training batches come from: the [`BatchSource`] trait (a pure function of the step) and
-//! the toy task [`ToySource`]. How batches reach the network: [`Prefetch`](super::Prefetch).
+//! Where training batches come from: the [`BatchSource`] trait (a pure function of the step), and
+//! `ToySource`, a toy task for the crate's own tests, examples and benchmarks (hidden from the
+//! public API). How batches reach the network: [`Prefetch`](super::Prefetch).
 use crate::error::{Error, Result};
 use image::{imageops, RgbImage};
 use rand::{Rng, SeedableRng};
@@ -43,12 +44,17 @@ impl<F: FnMut(usize) -> Result<Batch> + Send> BatchSource for F {
     }
 }
 
-/// A toy task for tests, examples and benchmarks, standing in for the real augmentations:
+/// **Not public API** (hidden from the documentation, no stability promise): a toy task for the
+/// crate's own tests and benchmarks (the training benchmark's PyTorch reference mirrors it),
+/// standing in for the real augmentations, which train through
+/// [`AugmentSource`](crate::pipeline::AugmentSource) and [`Augmentation`](crate::augment::Augmentation).
+///
 /// label 0 is a source image as is, label 1 the same image with a rectangle cut from it and
 /// pasted elsewhere (CutPaste without colour jitter; area 2–15 % of the image, aspect ratio
 /// log-uniform in [0.3, 3.3]) and, with [`ToySource::three_way`], label 2 the image with a thin
 /// unrotated strip (2–16 × 10–25 px) cut and pasted (Scar without rotation or jitter). Each step
 /// draws `batch_images` source images, so a batch has 2 (or 3) × `batch_images` views.
+#[doc(hidden)]
 #[derive(Debug, Clone)]
 pub struct ToySource {
     images: Vec<RgbImage>,
