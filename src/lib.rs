@@ -124,7 +124,7 @@ pub mod report_html;
 
 pub use detector::{Detector, Prediction, Report};
 pub use error::{Error, ErrorKind, Missing, Result};
-pub use pipeline::DetectorParams;
+pub use pipeline::{DetectorParams, ValidDetectorParams};
 
 /// The types most programs need: `use cutpaste::prelude::*;`.
 pub mod prelude {
@@ -135,7 +135,9 @@ pub mod prelude {
     pub use crate::error::{Error, ErrorKind, Result};
     pub use crate::localize::{FeatureMode, LocalizerParams, PatchDensity};
     pub use crate::model::{Control, FastPath, TrainParams};
-    pub use crate::pipeline::{Backbone, DetectorParams, FitEvent, ImageScore};
+    pub use crate::pipeline::{
+        Backbone, DetectorParams, FitEvent, ImageScore, ValidDetectorParams,
+    };
     pub use tch::Device;
 }
 

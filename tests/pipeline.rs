@@ -52,7 +52,10 @@ fn check_names_the_bad_parameter() {
         ),
         "backbone.pretrained"
     );
-    tiny_params().check().unwrap();
+    // the checked parameters read like the builder's and give it back unchanged
+    let valid = tiny_params().check().unwrap();
+    assert_eq!(valid.input_size(), 32);
+    assert_eq!(valid.into_inner(), tiny_params());
 }
 
 /// Too few images for the Ledoit–Wolf Gaussian is an error before training starts, with advice

@@ -292,8 +292,7 @@ pub(crate) fn run(a: TrainArgs) -> Result<Outcome, Box<dyn std::error::Error>> {
     check_new_file(&a.out, a.force)?;
     let threshold = parse_threshold(&a.threshold)?;
     let (data, held_out) = split_holdout(training_data(&a.data)?, a.holdout)?;
-    let params = detector_params(&a)?;
-    params.check()?;
+    let params = detector_params(&a)?.check()?;
     let (steps, budget) = schedule(&a);
     let plan = match budget {
         Some(b) => format!("budget {:.0} s", b.as_secs_f64()),
