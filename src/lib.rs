@@ -105,6 +105,19 @@ macro_rules! setter {
     };
 }
 
+/// `setter!` plus a getter `fn getter(&self) -> Ty` (a copy of the field) for a `Copy` field
+/// of a builder whose fields are private. Getters take `get_` names, as
+/// `std::process::Command`'s do, because the setters already have the plain ones.
+macro_rules! accessors {
+    ($(#[$doc:meta])* $name:ident, $getter:ident: $ty:ty) => {
+        setter!($(#[$doc])* $name: $ty);
+        #[doc = concat!("The value set by [`", stringify!($name), "`](Self::", stringify!($name), ").")]
+        pub fn $getter(&self) -> $ty {
+            self.$name
+        }
+    };
+}
+
 pub mod atomic_file;
 pub mod augment;
 pub mod data;

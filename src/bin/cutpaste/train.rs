@@ -221,8 +221,9 @@ const DEFAULT_BUDGET: Duration = Duration::from_secs(600);
 /// The detector parameters the options describe.
 fn detector_params(a: &TrainArgs) -> Result<DetectorParams, Box<dyn std::error::Error>> {
     let (steps, budget) = schedule(a);
-    let mut training = TrainParams::paper().steps(steps);
-    training.learning_rate = a.learning_rate;
+    let mut training = TrainParams::paper()
+        .steps(steps)
+        .learning_rate(a.learning_rate);
     if let Some(b) = budget {
         training = training.budget(b);
     }
