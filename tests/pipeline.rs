@@ -4,6 +4,7 @@ use cutpaste::density::{DensityEstimator, FittedDensity, FittedEstimator};
 use cutpaste::model::Precision;
 use cutpaste::prelude::*;
 use cutpaste::Missing;
+use proptest::prelude::*;
 
 fn tiny_params() -> DetectorParams {
     Detector::params()
@@ -438,4 +439,216 @@ fn a_user_defined_density_plugs_into_the_builder() {
     assert_eq!(err.kind(), ErrorKind::Unsupported);
     assert!(err.to_string().contains("Density::gaussian()"), "{err}");
     assert!(!dir.path().join("custom.safetensors").exists());
+}
+
+/// One generated value of a parameter: valid, or invalid with the name `check()` must report.
+fn field<T: std::fmt::Debug + Clone + 'static>(
+    valid: impl Strategy<Value = T> + 'static,
+    invalid: impl Strategy<Value = T> + 'static,
+    name: &'static str,
+    allow_bad: bool,
+) -> BoxedStrategy<(T, Option<&'static str>)> {
+    let ok = valid.prop_map(|v| (v, None));
+    if allow_bad {
+        prop_oneof![4 => ok, 1 => invalid.prop_map(move |v| (v, Some(name)))].boxed()
+    } else {
+        ok.boxed()
+    }
+}
+
+/// A dense localizer with tiny budgets; the names of its invalid values.
+fn localizer_strategy(allow_bad: bool) -> BoxedStrategy<(LocalizerParams, Vec<&'static str>)> {
+    (
+        field(1usize..=2, Just(0usize), "localizer.steps", allow_bad),
+        field(
+            1usize..=2,
+            Just(0usize),
+            "localizer.batch_images",
+            allow_bad,
+        ),
+        field(
+            1usize..=8,
+            prop_oneof![Just(0usize), Just(1000)],
+            "localizer.pca_dim",
+            allow_bad,
+        ),
+        field(1usize..=4, Just(0usize), "localizer.pca_images", allow_bad),
+        field(
+            prop_oneof![Just(4.0), 1.0..10.0f64],
+            prop_oneof![Just(0.0), Just(-1.0), Just(f64::NAN)],
+            "localizer.sigma",
+            allow_bad,
+        ),
+        field(
+            Just(32u32),
+            prop_oneof![Just(16u32), Just(8)],
+            "localizer.crop_size",
+            allow_bad,
+        ),
+        field(
+            prop_oneof![Just(0u32), Just(32), Just(256)],
+            prop_oneof![Just(8u32), Just(31)],
+            "localizer.resolution",
+            allow_bad,
+        ),
+        field(
+            1usize..=512,
+            Just(0usize),
+            "localizer.feature_batch",
+            allow_bad,
+        ),
+    )
+        .prop_map(|(steps, batch, pca, pca_images, sigma, crop, res, fb)| {
+            let lp = LocalizerParams::dense()
+                .steps(steps.0)
+                .batch_images(batch.0)
+                .pca_dim(pca.0)
+                .pca_images(pca_images.0)
+                .sigma(sigma.0)
+                .crop_size(crop.0)
+                .resolution(res.0)
+                .feature_batch(fb.0);
+            let bad = [
+                steps.1,
+                batch.1,
+                pca.1,
+                pca_images.1,
+                sigma.1,
+                crop.1,
+                res.1,
+                fb.1,
+            ];
+            (lp, bad.into_iter().flatten().collect())
+        })
+        .boxed()
+}
+
+/// Tiny detector parameters (CPU, fp32, 32–40 px, ≤ 2 steps), each value valid or (with
+/// `allow_bad`) sometimes invalid; with the names of the invalid ones.
+fn params_strategy(allow_bad: bool) -> BoxedStrategy<(DetectorParams, Vec<&'static str>)> {
+    let training = (
+        field(1usize..=2, Just(0usize), "steps", allow_bad),
+        field(
+            1e-4..0.05f64,
+            prop_oneof![Just(0.0), Just(-0.1), Just(f64::NAN), Just(f64::INFINITY)],
+            "learning_rate",
+            allow_bad,
+        ),
+        field(
+            0.0..0.95f64,
+            prop_oneof![Just(1.0), Just(-0.5), Just(f64::NAN)],
+            "momentum",
+            allow_bad,
+        ),
+        field(
+            0.0..1e-3f64,
+            prop_oneof![Just(-1e-3), Just(f64::NAN)],
+            "weight_decay",
+            allow_bad,
+        ),
+    );
+    (
+        field(
+            prop_oneof![Just(32u32), Just(40)],
+            prop_oneof![Just(0u32), Just(16), Just(31), Just(5000)],
+            "image_size",
+            allow_bad,
+        ),
+        field(1usize..=2, Just(0usize), "batch_images", allow_bad),
+        training,
+        prop_oneof![Just(Density::gaussian()), Just(Density::kde())],
+        prop_oneof![
+            Just(Augmentation::three_way()),
+            Just(Augmentation::cutpaste()),
+            Just(Augmentation::union())
+        ],
+        proptest::option::weighted(0.3, localizer_strategy(allow_bad)),
+        any::<bool>(),
+        any::<u64>(),
+    )
+        .prop_map(
+            move |(size, batch, (steps, lr, momentum, wd), density, aug, loc, map, seed)| {
+                let mut bad: Vec<&'static str> = [size.1, batch.1, steps.1, lr.1, momentum.1, wd.1]
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                let training = TrainParams::paper()
+                    .steps(steps.0)
+                    .learning_rate(lr.0)
+                    .momentum(momentum.0)
+                    .weight_decay(wd.0);
+                let mut p = Detector::params()
+                    .device(Device::Cpu)
+                    .fast_path(FastPath {
+                        precision: Precision::Fp32,
+                        channels_last: false,
+                    })
+                    .image_size(size.0)
+                    .batch_images(batch.0)
+                    .training(training)
+                    .density(density)
+                    .augmentation(aug)
+                    .seed(seed);
+                // ImageScore::Map needs a localizer: without one it is an invalid combination
+                let map = map && (allow_bad || loc.is_some());
+                if map {
+                    p = p.image_score(ImageScore::Map);
+                    if loc.is_none() {
+                        bad.push("image_score");
+                    }
+                }
+                if let Some((lp, loc_bad)) = loc {
+                    p = p.localizer(lp);
+                    bad.extend(loc_bad);
+                }
+                (p, bad)
+            },
+        )
+        .boxed()
+}
+
+/// Six 32 px normal images, in memory.
+fn tiny_images() -> Vec<image::RgbImage> {
+    let spec = SyntheticSpec::new(SyntheticKind::Part).side(32).seed(1);
+    (0..6).map(|i| spec.train_image(i)).collect()
+}
+
+proptest! {
+    // each case fits a (tiny) detector: a few cases only
+    #![proptest_config(ProptestConfig::with_cases(8))]
+
+    /// Whatever passes `check()` fits and scores without an error or a panic.
+    #[test]
+    fn checked_params_fit_and_score((params, bad) in params_strategy(false)) {
+        prop_assert!(bad.is_empty());
+        let valid = params.check().map_err(|e| TestCaseError::fail(format!("{e}")))?;
+        let images = tiny_images();
+        let det = valid
+            .fit_images_with(images.clone(), |_| Control::Continue)
+            .map_err(|e| TestCaseError::fail(format!("fit failed: {e}")))?;
+        let scores = det.score_batch(&images[..2]).unwrap();
+        prop_assert!(scores.iter().all(|s| s.is_finite()), "{:?}", scores);
+    }
+}
+
+proptest! {
+    // check() alone is cheap: many cases
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// `check()` passes exactly when every value is valid, and otherwise names one of the
+    /// invalid parameters, in the error's `name` and in its message.
+    #[test]
+    fn check_fails_exactly_on_bad_values_and_names_one((params, bad) in params_strategy(true)) {
+        match params.check() {
+            Ok(_) => prop_assert!(bad.is_empty(), "check passed with bad {:?}", bad),
+            Err(e) => {
+                let msg = e.to_string();
+                let Error::InvalidParam { name, .. } = &e else {
+                    return Err(TestCaseError::fail(format!("not InvalidParam: {e:?}")));
+                };
+                prop_assert!(bad.contains(&name.as_str()), "{} not in {:?}: {}", name, bad, msg);
+                prop_assert!(msg.contains(name.as_str()), "{}", msg);
+            }
+        }
+    }
 }
