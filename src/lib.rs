@@ -134,6 +134,7 @@ pub mod pipeline;
 #[cfg(feature = "html")]
 #[cfg_attr(docsrs, doc(cfg(feature = "html")))]
 pub mod report_html;
+mod serde_helpers;
 
 pub use detector::{Detector, Prediction, Report};
 pub use error::{Error, ErrorKind, Missing, Result};

@@ -652,3 +652,153 @@ proptest! {
         }
     }
 }
+
+/// The detector of the committed fixtures (`tests/fixtures/detector_v1_params.json`,
+/// `tiny_detector_scores.json`, written by the crate before the parameters were one record):
+/// [`tiny_params`] with a tiny dense localizer, threshold 1.5.
+fn fixture_detector(ds: &Dataset) -> Detector {
+    let loc = LocalizerParams::dense()
+        .steps(2)
+        .batch_images(2)
+        .pca_dim(8)
+        .pca_images(4);
+    let mut det = tiny_params().localizer(loc).fit(ds).unwrap();
+    det.set_threshold(1.5).unwrap();
+    det
+}
+
+fn fixture(name: &str) -> serde_json::Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn assert_close(got: &[f32], want: &serde_json::Value, what: &str) {
+    let want: Vec<f32> = serde_json::from_value(want.clone()).unwrap();
+    assert_eq!(got.len(), want.len(), "{what}");
+    for (g, w) in got.iter().zip(&want) {
+        assert!(
+            (g - w).abs() <= 1e-6 * w.abs().max(1.0),
+            "{what}: {got:?} vs {want:?}"
+        );
+    }
+}
+
+/// A fixed-seed detector scores as the code before the parameters were one record did, and a
+/// checkpoint in that format (1) loads as the same detector: same scores, same parameters as
+/// a format-2 round trip. The format-1 file is made here: this detector's tensors (their names
+/// and layout did not change) with the committed format-1 metadata.
+#[test]
+fn format_1_checkpoints_load_and_the_scores_did_not_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = tiny_data(dir.path());
+    let det = fixture_detector(&ds);
+    let test = ds.load_test(32).unwrap();
+    let pooled = det.score_batch(&test).unwrap();
+    let map = det.localizer().unwrap().image_scores(&test).unwrap();
+    let want = fixture("tiny_detector_scores.json");
+    assert_close(
+        &pooled,
+        &want["pooled"],
+        "pooled scores against the fixture",
+    );
+    assert_close(&map, &want["map"], "map scores against the fixture");
+
+    let v2 = dir.path().join("v2.safetensors");
+    det.save(&v2).unwrap();
+    let v1 = dir.path().join("v1.safetensors");
+    let v1_json = fixture("detector_v1_params.json").to_string();
+    rewrite(
+        &v2,
+        &v1,
+        |_| true,
+        |md| {
+            md.insert("format_version".into(), "1".into());
+            md.insert("params".into(), v1_json.clone());
+        },
+    );
+    let old = Detector::load(&v1, Device::Cpu).unwrap();
+    let new = Detector::load(&v2, Device::Cpu).unwrap();
+    assert_eq!(old.score_batch(&test).unwrap(), pooled);
+    assert_eq!(old.localizer().unwrap().image_scores(&test).unwrap(), map);
+    assert_eq!(new.score_batch(&test).unwrap(), pooled);
+    assert_eq!(old.threshold(), Some(1.5));
+    assert_eq!(old.params_used(), new.params_used());
+    assert_eq!(old.params_used(), det.params_used());
+    assert_eq!(old.training_record().len(), 2);
+    let lp = old.params_used().localizer_config().unwrap();
+    assert_eq!(lp.get_fitted_size(), Some((32, 32)));
+    assert_eq!(lp.get_density(), PatchDensity::Tied);
+    assert_eq!(old.params_used().training_config().get_steps(), 3);
+}
+
+/// The parameters are one serde record: a round trip keeps every value, missing fields take
+/// the defaults, and the checkpoint stores that record (without machine-local paths).
+#[test]
+fn detector_params_are_one_serde_record() {
+    let p = tiny_params()
+        .training(
+            TrainParams::paper()
+                .steps(7)
+                .learning_rate(0.01)
+                .budget(std::time::Duration::from_millis(2500))
+                .prefetch(cutpaste::model::Prefetch {
+                    workers: 2,
+                    depth: 3,
+                })
+                .checkpoint("run.safetensors", 5, true),
+        )
+        .density(Density::kde())
+        .localizer(LocalizerParams::dense().steps(2).resolution(64))
+        .image_score(ImageScore::Map)
+        .device(Device::Cuda(1));
+    let json = serde_json::to_value(&p).unwrap();
+    assert_eq!(json["device"], "cuda:1");
+    assert_eq!(json["training"]["budget_seconds"], 2.5);
+    let back: DetectorParams = serde_json::from_value(json).unwrap();
+    assert_eq!(back, p);
+    let partial: DetectorParams =
+        serde_json::from_str(r#"{"image_size": 64, "training": {"steps": 9}}"#).unwrap();
+    assert_eq!(
+        partial,
+        Detector::params()
+            .image_size(64)
+            .training(TrainParams::paper().steps(9))
+    );
+    assert!(serde_json::from_str::<DetectorParams>(r#"{"device": "gpu"}"#).is_err());
+    assert!(
+        serde_json::from_str::<DetectorParams>(r#"{"training": {"budget_seconds": -1}}"#).is_err()
+    );
+    // a user-defined density has no serial form
+    assert!(serde_json::to_string(&p.clone().density(Density::custom(MeanDistance))).is_err());
+
+    // the checkpoint's `params` metadata holds the record
+    let dir = tempfile::tempdir().unwrap();
+    let ds = tiny_data(dir.path());
+    // a pretrained backbone: a fitted classifier's weights without its head
+    let weights = dir.path().join("weights.safetensors");
+    let pretrained = dir.path().join("backbone.safetensors");
+    let det = tiny_params().fit(&ds).unwrap();
+    det.classifier().save_weights(&weights).unwrap();
+    rewrite(&weights, &pretrained, |n| !n.starts_with("head."), |_| {});
+    let det = tiny_params()
+        .backbone(Backbone::resnet18().pretrained(&pretrained))
+        .fit(&ds)
+        .unwrap();
+    let bytes = det.to_bytes().unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let md = header.metadata().clone().unwrap();
+    assert_eq!(md["format_version"], "2");
+    let meta: serde_json::Value = serde_json::from_str(&md["params"]).unwrap();
+    let stored: DetectorParams = serde_json::from_value(meta["params"].clone()).unwrap();
+    assert_eq!(stored.input_size(), 32);
+    assert_eq!(stored.training_config().get_seed(), 3);
+    assert!(
+        !md["params"].contains("backbone.safetensors"),
+        "{}",
+        md["params"]
+    );
+    let back = Detector::from_bytes(&bytes, Device::Cpu).unwrap();
+    assert_eq!(back.params_used(), &stored);
+}

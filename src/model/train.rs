@@ -10,12 +10,13 @@ use super::optim::{cosine_lr, Sgd};
 use super::source::BatchSource;
 use crate::data::Normalization;
 use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tch::{Kind, Reduction, Tensor};
 
 /// Where and how often to checkpoint, and whether to resume from an existing checkpoint.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointPolicy {
     /// The checkpoint file (overwritten atomically each time).
     pub path: PathBuf,
@@ -39,7 +40,11 @@ pub struct CheckpointPolicy {
 /// assert!(params.check().is_ok());
 /// assert!(params.learning_rate(0.0).check().is_err());
 /// ```
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Serialisable (serde): missing fields take the paper's values, the budget is written as
+/// `budget_seconds`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TrainParams {
     /// Number of SGD steps; the cosine schedule reaches 0 after the last one (paper: 65,536).
     pub(crate) steps: usize,
@@ -56,6 +61,7 @@ pub struct TrainParams {
     /// Periodic checkpoints; none by default.
     pub(crate) checkpoint: Option<CheckpointPolicy>,
     /// A wall-clock budget for the whole fit (see [`TrainParams::budget`]).
+    #[serde(rename = "budget_seconds", with = "crate::serde_helpers::opt_seconds")]
     pub(crate) budget: Option<Duration>,
     /// How batches are prepared ahead of the network; `None` is [`Prefetch::auto`].
     pub(crate) prefetch: Option<Prefetch>,

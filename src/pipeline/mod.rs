@@ -102,7 +102,23 @@ pub enum ImageScore {
 /// Every parameter of a CutPaste detector. [`Detector::params`] gives the paper's defaults:
 /// 3-way augmentation, ResNet-18 from scratch, 256² inputs, SGD 0.03 / cosine / 65,536 steps with
 /// 32 source images a step, Gaussian density with Ledoit–Wolf, seed 0, CUDA if available.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Serialisable with serde as one record (a detector checkpoint stores the parameters it was
+/// fitted with this way). Missing fields take the defaults above, so a configuration file need
+/// only name what differs; the device is written as `"cpu"`, `"cuda:N"`, `"mps"` or
+/// `"vulkan"`. A [`Density::custom`](crate::density::Density::custom) estimator cannot be
+/// serialised (an error). Deserialised values are unchecked: [`check`](Self::check) them.
+///
+/// ```
+/// use cutpaste::prelude::*;
+/// let params: DetectorParams =
+///     serde_json::from_str(r#"{"image_size": 64, "seed": 7, "device": "cpu"}"#).unwrap();
+/// assert_eq!(params.input_size(), 64);
+/// let json = serde_json::to_string(&params).unwrap();
+/// assert_eq!(serde_json::from_str::<DetectorParams>(&json).unwrap(), params);
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct DetectorParams {
     pub(crate) augmentation: Augmentation,
     pub(crate) backbone: Backbone,
@@ -111,6 +127,7 @@ pub struct DetectorParams {
     pub(crate) batch_images: usize,
     pub(crate) density: Density,
     pub(crate) image_size: u32,
+    #[serde(with = "crate::serde_helpers::device")]
     pub(crate) device: Device,
     pub(crate) fast_path: Option<FastPath>,
     pub(crate) seed: u64,
@@ -430,6 +447,8 @@ impl ValidDetectorParams {
         );
         let mut steer = Steer::new(callback);
         let mut used = self.0.clone();
+        // the parameters used, as used: the training runs with the detector's seed
+        used.training.seed = self.seed;
         let mut records = Vec::new();
         let (classifier, localizer) = match (self.image_score, &self.localizer) {
             (ImageScore::Map, Some(lp)) => {
@@ -451,6 +470,8 @@ impl ValidDetectorParams {
                 (clf, None)
             }
         };
+        // the fast path used (FastPath::auto resolved for this machine when none was set)
+        used.fast_path = Some(classifier.config().fast_path);
         let density = self.fit_density(&classifier, &square, &mut |e| steer.event(e))?;
         let localizer = match (localizer, &self.localizer) {
             (Some(l), _) => Some(l),
