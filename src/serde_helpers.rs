@@ -54,7 +54,7 @@ pub(crate) mod opt_seconds {
         Option::<f64>::deserialize(d)?
             .map(|s| {
                 Duration::try_from_secs_f64(s)
-                    .map_err(|e| D::Error::custom(format!("{s} seconds: {e}")))
+                    .map_err(|e| D::Error::custom(format!("a duration of {s} seconds: {e}")))
             })
             .transpose()
     }
