@@ -105,6 +105,19 @@ macro_rules! setter {
     };
 }
 
+/// `setter!` plus a getter `fn getter(&self) -> Ty` (a copy of the field) for a `Copy` field
+/// of a builder whose fields are private. Getters take `get_` names, as
+/// `std::process::Command`'s do, because the setters already have the plain ones.
+macro_rules! accessors {
+    ($(#[$doc:meta])* $name:ident, $getter:ident: $ty:ty) => {
+        setter!($(#[$doc])* $name: $ty);
+        #[doc = concat!("The value set by [`", stringify!($name), "`](Self::", stringify!($name), ").")]
+        pub fn $getter(&self) -> $ty {
+            self.$name
+        }
+    };
+}
+
 pub mod atomic_file;
 pub mod augment;
 pub mod data;
@@ -121,10 +134,11 @@ pub mod pipeline;
 #[cfg(feature = "html")]
 #[cfg_attr(docsrs, doc(cfg(feature = "html")))]
 pub mod report_html;
+mod serde_helpers;
 
 pub use detector::{Detector, Prediction, Report};
 pub use error::{Error, ErrorKind, Missing, Result};
-pub use pipeline::DetectorParams;
+pub use pipeline::{DetectorParams, ValidDetectorParams};
 
 /// The types most programs need: `use cutpaste::prelude::*;`.
 pub mod prelude {
@@ -135,7 +149,9 @@ pub mod prelude {
     pub use crate::error::{Error, ErrorKind, Result};
     pub use crate::localize::{FeatureMode, LocalizerParams, PatchDensity};
     pub use crate::model::{Control, FastPath, TrainParams};
-    pub use crate::pipeline::{Backbone, DetectorParams, FitEvent, ImageScore};
+    pub use crate::pipeline::{
+        Backbone, DetectorParams, FitEvent, ImageScore, ValidDetectorParams,
+    };
     pub use tch::Device;
 }
 

@@ -357,13 +357,14 @@ fn learning_rate_and_batch_images_reach_both_models_and_the_checkpoint() {
     assert!(o.status.success(), "train failed: {}", stderr(&o));
     let det = cutpaste::prelude::Detector::load(&model, tch::Device::Cpu).unwrap();
     let used = det.params_used();
-    assert_eq!(used.training_config().learning_rate, 0.05);
+    assert_eq!(used.training_config().get_learning_rate(), 0.05);
     let lp = det
         .localizer()
         .expect("the dense recipe has a localizer")
         .params();
     assert_eq!(
-        lp.batch_images, 4,
+        lp.get_batch_images(),
+        4,
         "--batch-images sets the patch model's crops per step"
     );
     let o = train(&data, &model, &["--learning-rate", "0", "--force"]);

@@ -592,7 +592,7 @@ fn checkpoint_metadata_cannot_request_huge_allocations() {
     assert!(det.score(image).unwrap().is_finite());
     // a 10⁸-wide hidden layer would be 200 GB of weights in a 45 MB file
     checkpoint_error(
-        &with_param(|p| p["head"]["hidden"][0] = 100_000_000.into()),
+        &with_param(|p| p["params"]["head"]["hidden"][0] = 100_000_000.into()),
         "head",
     );
     checkpoint_error(
@@ -602,8 +602,13 @@ fn checkpoint_metadata_cannot_request_huge_allocations() {
     // 0 classes (found by the 10,000-case fuzz as an untyped InvalidParam) names the file
     checkpoint_error(&with_param(|p| p["num_classes"] = 0.into()), "num_classes");
     // a damaged training record (a negative or absurd budget; found by the 10,000-case fuzz,
-    // which panicked converting it to a Duration) still loads: the budget is only a record
+    // which panicked converting it to a Duration) still loads: the budget is only a record;
+    // the same values as the parameters' budget are a damaged record naming the problem
     for budget in [-5.0, 1e300] {
+        checkpoint_error(
+            &with_param(|p| p["params"]["training"]["budget_seconds"] = budget.into()),
+            "seconds",
+        );
         let b = with_param(|p| {
             p["training_record"] = serde_json::json!([{
                 "stage": "image", "budget_seconds": budget, "planned_steps": 2,
@@ -615,7 +620,7 @@ fn checkpoint_metadata_cannot_request_huge_allocations() {
     }
     // a side of 10⁹ pixels would be allocated when scoring
     checkpoint_error(
-        &with_param(|p| p["image_size"] = 1_000_000_000.into()),
+        &with_param(|p| p["params"]["image_size"] = 1_000_000_000.into()),
         "image_size",
     );
 }

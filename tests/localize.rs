@@ -194,7 +194,52 @@ fn check_rejects_bad_localizer_params_by_name() {
         name_of(tiny_loc().batch_images(0)),
         "localizer.batch_images"
     );
+    for mode in [
+        FeatureMode::Subsampled { factor: 0 },
+        FeatureMode::Fast { shifts: 0 },
+    ] {
+        assert_eq!(name_of(tiny_loc().mode(mode)), "localizer.mode");
+    }
+    assert_eq!(
+        name_of(tiny_loc().feature_batch(0)),
+        "localizer.feature_batch"
+    );
     tiny_params(tiny_loc()).check().unwrap();
+}
+
+/// The public `patch_features` checks the parameters it uses: values that would divide by
+/// zero or never advance are errors naming the parameter, not panics or endless loops.
+#[test]
+fn patch_features_rejects_bad_params_by_name() {
+    let clf = classifier();
+    let img = image(64, 1);
+    let name_of =
+        |p: LocalizerParams| match patch_features(&clf, &Normalization::IMAGENET, &img, &p) {
+            Err(Error::InvalidParam { name, .. }) => name,
+            other => panic!("expected InvalidParam, got {other:?}"),
+        };
+    let paper = LocalizerParams::paper;
+    assert_eq!(
+        name_of(paper().mode(FeatureMode::Subsampled { factor: 0 })),
+        "localizer.mode"
+    );
+    assert_eq!(
+        name_of(paper().mode(FeatureMode::Fast { shifts: 0 })),
+        "localizer.mode"
+    );
+    assert_eq!(name_of(paper().feature_batch(0)), "localizer.feature_batch");
+    assert_eq!(name_of(paper().stride(0)), "localizer.stride");
+    assert_eq!(name_of(paper().patch_size(96)), "localizer.patch_size");
+    assert_eq!(name_of(LocalizerParams::dense()), "localizer.mode");
+    // the same values with a usable setting give features
+    let f = patch_features(
+        &clf,
+        &Normalization::IMAGENET,
+        &img,
+        &paper().mode(FeatureMode::Subsampled { factor: 2 }),
+    )
+    .unwrap();
+    assert_eq!(f.dim(), (9 * 9, 512));
 }
 
 #[test]

@@ -4,6 +4,7 @@ use cutpaste::density::{DensityEstimator, FittedDensity, FittedEstimator};
 use cutpaste::model::Precision;
 use cutpaste::prelude::*;
 use cutpaste::Missing;
+use proptest::prelude::*;
 
 fn tiny_params() -> DetectorParams {
     Detector::params()
@@ -52,7 +53,10 @@ fn check_names_the_bad_parameter() {
         ),
         "backbone.pretrained"
     );
-    tiny_params().check().unwrap();
+    // the checked parameters read like the builder's and give it back unchanged
+    let valid = tiny_params().check().unwrap();
+    assert_eq!(valid.input_size(), 32);
+    assert_eq!(valid.into_inner(), tiny_params());
 }
 
 /// Too few images for the Ledoit–Wolf Gaussian is an error before training starts, with advice
@@ -435,4 +439,366 @@ fn a_user_defined_density_plugs_into_the_builder() {
     assert_eq!(err.kind(), ErrorKind::Unsupported);
     assert!(err.to_string().contains("Density::gaussian()"), "{err}");
     assert!(!dir.path().join("custom.safetensors").exists());
+}
+
+/// One generated value of a parameter: valid, or invalid with the name `check()` must report.
+fn field<T: std::fmt::Debug + Clone + 'static>(
+    valid: impl Strategy<Value = T> + 'static,
+    invalid: impl Strategy<Value = T> + 'static,
+    name: &'static str,
+    allow_bad: bool,
+) -> BoxedStrategy<(T, Option<&'static str>)> {
+    let ok = valid.prop_map(|v| (v, None));
+    if allow_bad {
+        prop_oneof![4 => ok, 1 => invalid.prop_map(move |v| (v, Some(name)))].boxed()
+    } else {
+        ok.boxed()
+    }
+}
+
+/// A dense localizer with tiny budgets; the names of its invalid values.
+fn localizer_strategy(allow_bad: bool) -> BoxedStrategy<(LocalizerParams, Vec<&'static str>)> {
+    (
+        field(1usize..=2, Just(0usize), "localizer.steps", allow_bad),
+        field(
+            1usize..=2,
+            Just(0usize),
+            "localizer.batch_images",
+            allow_bad,
+        ),
+        field(
+            1usize..=8,
+            prop_oneof![Just(0usize), Just(1000)],
+            "localizer.pca_dim",
+            allow_bad,
+        ),
+        field(1usize..=4, Just(0usize), "localizer.pca_images", allow_bad),
+        field(
+            prop_oneof![Just(4.0), 1.0..10.0f64],
+            prop_oneof![Just(0.0), Just(-1.0), Just(f64::NAN)],
+            "localizer.sigma",
+            allow_bad,
+        ),
+        field(
+            Just(32u32),
+            prop_oneof![Just(16u32), Just(8)],
+            "localizer.crop_size",
+            allow_bad,
+        ),
+        field(
+            prop_oneof![Just(0u32), Just(32), Just(256)],
+            prop_oneof![Just(8u32), Just(31)],
+            "localizer.resolution",
+            allow_bad,
+        ),
+        field(
+            1usize..=512,
+            Just(0usize),
+            "localizer.feature_batch",
+            allow_bad,
+        ),
+    )
+        .prop_map(|(steps, batch, pca, pca_images, sigma, crop, res, fb)| {
+            let lp = LocalizerParams::dense()
+                .steps(steps.0)
+                .batch_images(batch.0)
+                .pca_dim(pca.0)
+                .pca_images(pca_images.0)
+                .sigma(sigma.0)
+                .crop_size(crop.0)
+                .resolution(res.0)
+                .feature_batch(fb.0);
+            let bad = [
+                steps.1,
+                batch.1,
+                pca.1,
+                pca_images.1,
+                sigma.1,
+                crop.1,
+                res.1,
+                fb.1,
+            ];
+            (lp, bad.into_iter().flatten().collect())
+        })
+        .boxed()
+}
+
+/// Tiny detector parameters (CPU, fp32, 32–40 px, ≤ 2 steps), each value valid or (with
+/// `allow_bad`) sometimes invalid; with the names of the invalid ones.
+fn params_strategy(allow_bad: bool) -> BoxedStrategy<(DetectorParams, Vec<&'static str>)> {
+    let training = (
+        field(1usize..=2, Just(0usize), "steps", allow_bad),
+        field(
+            1e-4..0.05f64,
+            prop_oneof![Just(0.0), Just(-0.1), Just(f64::NAN), Just(f64::INFINITY)],
+            "learning_rate",
+            allow_bad,
+        ),
+        field(
+            0.0..0.95f64,
+            prop_oneof![Just(1.0), Just(-0.5), Just(f64::NAN)],
+            "momentum",
+            allow_bad,
+        ),
+        field(
+            0.0..1e-3f64,
+            prop_oneof![Just(-1e-3), Just(f64::NAN)],
+            "weight_decay",
+            allow_bad,
+        ),
+    );
+    (
+        field(
+            prop_oneof![Just(32u32), Just(40)],
+            prop_oneof![Just(0u32), Just(16), Just(31), Just(5000)],
+            "image_size",
+            allow_bad,
+        ),
+        field(1usize..=2, Just(0usize), "batch_images", allow_bad),
+        training,
+        prop_oneof![Just(Density::gaussian()), Just(Density::kde())],
+        prop_oneof![
+            Just(Augmentation::three_way()),
+            Just(Augmentation::cutpaste()),
+            Just(Augmentation::union())
+        ],
+        proptest::option::weighted(0.3, localizer_strategy(allow_bad)),
+        any::<bool>(),
+        any::<u64>(),
+    )
+        .prop_map(
+            move |(size, batch, (steps, lr, momentum, wd), density, aug, loc, map, seed)| {
+                let mut bad: Vec<&'static str> = [size.1, batch.1, steps.1, lr.1, momentum.1, wd.1]
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                let training = TrainParams::paper()
+                    .steps(steps.0)
+                    .learning_rate(lr.0)
+                    .momentum(momentum.0)
+                    .weight_decay(wd.0);
+                let mut p = Detector::params()
+                    .device(Device::Cpu)
+                    .fast_path(FastPath {
+                        precision: Precision::Fp32,
+                        channels_last: false,
+                    })
+                    .image_size(size.0)
+                    .batch_images(batch.0)
+                    .training(training)
+                    .density(density)
+                    .augmentation(aug)
+                    .seed(seed);
+                // ImageScore::Map needs a localizer: without one it is an invalid combination
+                let map = map && (allow_bad || loc.is_some());
+                if map {
+                    p = p.image_score(ImageScore::Map);
+                    if loc.is_none() {
+                        bad.push("image_score");
+                    }
+                }
+                if let Some((lp, loc_bad)) = loc {
+                    p = p.localizer(lp);
+                    bad.extend(loc_bad);
+                }
+                (p, bad)
+            },
+        )
+        .boxed()
+}
+
+/// Six 32 px normal images, in memory.
+fn tiny_images() -> Vec<image::RgbImage> {
+    let spec = SyntheticSpec::new(SyntheticKind::Part).side(32).seed(1);
+    (0..6).map(|i| spec.train_image(i)).collect()
+}
+
+proptest! {
+    // each case fits a (tiny) detector: a few cases only
+    #![proptest_config(ProptestConfig::with_cases(8))]
+
+    /// Whatever passes `check()` fits and scores without an error or a panic.
+    #[test]
+    fn checked_params_fit_and_score((params, bad) in params_strategy(false)) {
+        prop_assert!(bad.is_empty());
+        let valid = params.check().map_err(|e| TestCaseError::fail(format!("{e}")))?;
+        let images = tiny_images();
+        let det = valid
+            .fit_images_with(images.clone(), |_| Control::Continue)
+            .map_err(|e| TestCaseError::fail(format!("fit failed: {e}")))?;
+        let scores = det.score_batch(&images[..2]).unwrap();
+        prop_assert!(scores.iter().all(|s| s.is_finite()), "{:?}", scores);
+    }
+}
+
+proptest! {
+    // check() alone is cheap: many cases
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// `check()` passes exactly when every value is valid, and otherwise names one of the
+    /// invalid parameters, in the error's `name` and in its message.
+    #[test]
+    fn check_fails_exactly_on_bad_values_and_names_one((params, bad) in params_strategy(true)) {
+        match params.check() {
+            Ok(_) => prop_assert!(bad.is_empty(), "check passed with bad {:?}", bad),
+            Err(e) => {
+                let msg = e.to_string();
+                let Error::InvalidParam { name, .. } = &e else {
+                    return Err(TestCaseError::fail(format!("not InvalidParam: {e:?}")));
+                };
+                prop_assert!(bad.contains(&name.as_str()), "{} not in {:?}: {}", name, bad, msg);
+                prop_assert!(msg.contains(name.as_str()), "{}", msg);
+            }
+        }
+    }
+}
+
+/// The detector of the committed fixtures (`tests/fixtures/detector_v1_params.json`,
+/// `tiny_detector_scores.json`, written by the crate before the parameters were one record):
+/// [`tiny_params`] with a tiny dense localizer, threshold 1.5.
+fn fixture_detector(ds: &Dataset) -> Detector {
+    let loc = LocalizerParams::dense()
+        .steps(2)
+        .batch_images(2)
+        .pca_dim(8)
+        .pca_images(4);
+    let mut det = tiny_params().localizer(loc).fit(ds).unwrap();
+    det.set_threshold(1.5).unwrap();
+    det
+}
+
+fn fixture(name: &str) -> serde_json::Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn assert_close(got: &[f32], want: &serde_json::Value, what: &str) {
+    let want: Vec<f32> = serde_json::from_value(want.clone()).unwrap();
+    assert_eq!(got.len(), want.len(), "{what}");
+    for (g, w) in got.iter().zip(&want) {
+        assert!(
+            (g - w).abs() <= 1e-6 * w.abs().max(1.0),
+            "{what}: {got:?} vs {want:?}"
+        );
+    }
+}
+
+/// A fixed-seed detector scores as the code before the parameters were one record did, and a
+/// checkpoint in that format (1) loads as the same detector: same scores, same parameters as
+/// a format-2 round trip. The format-1 file is made here: this detector's tensors (their names
+/// and layout did not change) with the committed format-1 metadata.
+#[test]
+fn format_1_checkpoints_load_and_the_scores_did_not_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = tiny_data(dir.path());
+    let det = fixture_detector(&ds);
+    let test = ds.load_test(32).unwrap();
+    let pooled = det.score_batch(&test).unwrap();
+    let map = det.localizer().unwrap().image_scores(&test).unwrap();
+    let want = fixture("tiny_detector_scores.json");
+    assert_close(
+        &pooled,
+        &want["pooled"],
+        "pooled scores against the fixture",
+    );
+    assert_close(&map, &want["map"], "map scores against the fixture");
+
+    let v2 = dir.path().join("v2.safetensors");
+    det.save(&v2).unwrap();
+    let v1 = dir.path().join("v1.safetensors");
+    let v1_json = fixture("detector_v1_params.json").to_string();
+    rewrite(
+        &v2,
+        &v1,
+        |_| true,
+        |md| {
+            md.insert("format_version".into(), "1".into());
+            md.insert("params".into(), v1_json.clone());
+        },
+    );
+    let old = Detector::load(&v1, Device::Cpu).unwrap();
+    let new = Detector::load(&v2, Device::Cpu).unwrap();
+    assert_eq!(old.score_batch(&test).unwrap(), pooled);
+    assert_eq!(old.localizer().unwrap().image_scores(&test).unwrap(), map);
+    assert_eq!(new.score_batch(&test).unwrap(), pooled);
+    assert_eq!(old.threshold(), Some(1.5));
+    assert_eq!(old.params_used(), new.params_used());
+    assert_eq!(old.params_used(), det.params_used());
+    assert_eq!(old.training_record().len(), 2);
+    let lp = old.params_used().localizer_config().unwrap();
+    assert_eq!(lp.get_fitted_size(), Some((32, 32)));
+    assert_eq!(lp.get_density(), PatchDensity::Tied);
+    assert_eq!(old.params_used().training_config().get_steps(), 3);
+}
+
+/// The parameters are one serde record: a round trip keeps every value, missing fields take
+/// the defaults, and the checkpoint stores that record (without machine-local paths).
+#[test]
+fn detector_params_are_one_serde_record() {
+    let p = tiny_params()
+        .training(
+            TrainParams::paper()
+                .steps(7)
+                .learning_rate(0.01)
+                .budget(std::time::Duration::from_millis(2500))
+                .prefetch(cutpaste::model::Prefetch {
+                    workers: 2,
+                    depth: 3,
+                })
+                .checkpoint("run.safetensors", 5, true),
+        )
+        .density(Density::kde())
+        .localizer(LocalizerParams::dense().steps(2).resolution(64))
+        .image_score(ImageScore::Map)
+        .device(Device::Cuda(1));
+    let json = serde_json::to_value(&p).unwrap();
+    assert_eq!(json["device"], "cuda:1");
+    assert_eq!(json["training"]["budget_seconds"], 2.5);
+    let back: DetectorParams = serde_json::from_value(json).unwrap();
+    assert_eq!(back, p);
+    let partial: DetectorParams =
+        serde_json::from_str(r#"{"image_size": 64, "training": {"steps": 9}}"#).unwrap();
+    assert_eq!(
+        partial,
+        Detector::params()
+            .image_size(64)
+            .training(TrainParams::paper().steps(9))
+    );
+    assert!(serde_json::from_str::<DetectorParams>(r#"{"device": "gpu"}"#).is_err());
+    assert!(
+        serde_json::from_str::<DetectorParams>(r#"{"training": {"budget_seconds": -1}}"#).is_err()
+    );
+    // a user-defined density has no serial form
+    assert!(serde_json::to_string(&p.clone().density(Density::custom(MeanDistance))).is_err());
+
+    // the checkpoint's `params` metadata holds the record
+    let dir = tempfile::tempdir().unwrap();
+    let ds = tiny_data(dir.path());
+    // a pretrained backbone: a fitted classifier's weights without its head
+    let weights = dir.path().join("weights.safetensors");
+    let pretrained = dir.path().join("backbone.safetensors");
+    let det = tiny_params().fit(&ds).unwrap();
+    det.classifier().save_weights(&weights).unwrap();
+    rewrite(&weights, &pretrained, |n| !n.starts_with("head."), |_| {});
+    let det = tiny_params()
+        .backbone(Backbone::resnet18().pretrained(&pretrained))
+        .fit(&ds)
+        .unwrap();
+    let bytes = det.to_bytes().unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let md = header.metadata().clone().unwrap();
+    assert_eq!(md["format_version"], "2");
+    let meta: serde_json::Value = serde_json::from_str(&md["params"]).unwrap();
+    let stored: DetectorParams = serde_json::from_value(meta["params"].clone()).unwrap();
+    assert_eq!(stored.input_size(), 32);
+    assert_eq!(stored.training_config().get_seed(), 3);
+    assert!(
+        !md["params"].contains("backbone.safetensors"),
+        "{}",
+        md["params"]
+    );
+    let back = Detector::from_bytes(&bytes, Device::Cpu).unwrap();
+    assert_eq!(back.params_used(), &stored);
 }

@@ -170,8 +170,7 @@ fn resuming_with_another_schedule_is_a_checkpoint_error() {
     let ckpt = dir.path().join("run.safetensors");
     let params = TrainParams::paper().steps(2).checkpoint(&ckpt, 1, true);
     run(&mut classifier(0, Precision::Fp32), &params, 0);
-    let mut other = params.clone();
-    other.learning_rate = 0.01;
+    let other = params.clone().learning_rate(0.01);
     let err = train(
         &mut classifier(0, Precision::Fp32),
         &mut source(0),

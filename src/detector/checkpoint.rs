@@ -1,13 +1,20 @@
 //! One-file checkpoints of a fitted [`Detector`]: a `.safetensors` file holding the backbone and
 //! head under torchvision-style names (`conv1.weight`, `layer1.0.bn1.running_mean`, `head.…`),
 //! the density's arrays under `density.` (`density.mean` f64 [512], `density.covariance` f64
-//! [512, 512] for the Gaussian) and JSON metadata (parameters, threshold, crate and format
-//! versions, image size, normalisation). A fitted localizer adds its patch classifier under
-//! `localizer.net.` (the same torchvision-style names), its PCA basis and Gaussians under
-//! `localizer.gauss.` (`pca_mean`, `projection`, `means`, `precisions`, f32) and its parameters
-//! as `localizer` in the metadata; files without them load as detectors without a localizer.
-//! The threshold's [`Calibration`](super::Calibration) record is stored as `calibration` in the
-//! metadata (absent in older files). Written atomically (temporary file + rename).
+//! [512, 512] for the Gaussian) and JSON metadata: `format`, `format_version`, `crate_version`
+//! and `params`, whose JSON holds the [`DetectorParams`] the detector was fitted with as one
+//! record (`params.params`; serde, see [`DetectorParams`]), the network's class count and fast
+//! path, the fitted density's record, the threshold and its
+//! [`Calibration`](super::Calibration), the fit time and the training record. A fitted
+//! localizer adds its patch classifier under `localizer.net.` (the same torchvision-style
+//! names), its PCA basis and Gaussians under `localizer.gauss.` (`pca_mean`, `projection`,
+//! `means`, `precisions`, f32), and its fitted parameters are the record's `localizer`; files
+//! without them load as detectors without a localizer. Paths that name files on the machine
+//! that fitted it (the pretrained backbone, the training checkpoint) are not stored. Written
+//! atomically (temporary file + rename).
+//!
+//! Format 1 (before the parameters were one record: they were copied field by field into the
+//! metadata) still loads, as the same detector.
 //!
 //! Loading trusts nothing in the file: every size the metadata states is checked against the
 //! tensors actually present before anything is allocated from it, and the parameters are
@@ -30,16 +37,49 @@ use tch::Device;
 
 /// `format` metadata value of detector checkpoints.
 pub const DETECTOR_FORMAT: &str = "cutpaste.detector";
-/// Version of the detector checkpoint layout this crate writes and reads.
-pub const DETECTOR_FORMAT_VERSION: u32 = 1;
+/// Version of the detector checkpoint layout this crate writes; it also reads the earlier
+/// version 1.
+pub const DETECTOR_FORMAT_VERSION: u32 = 2;
+/// The first layout: parameters copied field by field into the metadata ([`MetaV1`]).
+const FORMAT_V1: &str = "1";
 const DENSITY_PREFIX: &str = "density.";
 const LOCALIZER_PREFIX: &str = "localizer.";
 const LOCALIZER_NET: &str = "localizer.net.";
 const LOCALIZER_GAUSS: &str = "localizer.gauss.";
 
 /// Everything but the tensors, stored as JSON under the `params` metadata key.
+///
+/// To extend it: a new optional field gets `#[serde(default)]` (files written before it then
+/// load with the default), as do new fields of [`DetectorParams`] (whose missing fields take
+/// the defaults); a change that older readers must not silently ignore bumps
+/// [`DETECTOR_FORMAT_VERSION`] and keeps reading the older versions.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Meta {
+    /// The parameters the detector was fitted with (see [`portable`]).
+    params: DetectorParams,
+    /// Classes of the classifier's head (the augmentation's label count).
+    num_classes: i64,
+    /// The fast path the networks run with.
+    fast_path: FastPath,
+    /// The fitted density's record (its arrays are tensors under `density.`).
+    density: DensityRecord,
+    /// The decision threshold, if set.
+    #[serde(default)]
+    threshold: Option<f32>,
+    /// How the threshold was set.
+    #[serde(default)]
+    calibration: Option<Calibration>,
+    /// Wall time of the fit, seconds.
+    #[serde(default)]
+    fit_seconds: f64,
+    /// What each training stage planned and did.
+    #[serde(default)]
+    training_record: Vec<StageRecord>,
+}
+
+/// Format 1's metadata (read only): the parameters copied field by field.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct MetaV1 {
     augmentation: Augmentation,
     head: HeadConfig,
     num_classes: i64,
@@ -82,26 +122,17 @@ fn bad(path: &Path, reason: impl Into<String>) -> Error {
 impl Detector {
     /// The metadata record; [`Error::Unsupported`] for a user-defined density.
     fn meta(&self) -> Result<Meta> {
-        let p = &self.params;
+        let mut params = portable(self.params.clone());
+        params.localizer = self.localizer.as_ref().map(|l| l.params().clone());
+        params.device = self.classifier.device();
         Ok(Meta {
-            augmentation: p.augmentation.clone(),
-            head: p.head.clone(),
+            params,
             num_classes: self.classifier.config().num_classes,
             fast_path: self.classifier.config().fast_path,
-            image_size: p.image_size,
-            normalization: p.training.normalization,
-            batch_images: p.batch_images,
-            steps: p.training.steps,
-            learning_rate: p.training.learning_rate,
-            momentum: p.training.momentum,
-            weight_decay: p.training.weight_decay,
-            seed: p.seed,
             density: self.density.record()?,
             threshold: self.threshold,
             calibration: self.calibration.clone(),
             fit_seconds: self.fit_time.as_secs_f64(),
-            localizer: self.localizer.as_ref().map(|l| l.params().clone()),
-            image_score: p.image_score,
             training_record: self.training_record.clone(),
         })
     }
@@ -217,21 +248,22 @@ impl Detector {
         let meta = read_meta(bytes, path)?;
         let config = ClassifierConfig {
             num_classes: meta.num_classes,
-            head: meta.head.clone(),
+            head: meta.params.head.clone(),
             fast_path: meta.fast_path,
         };
-        let params = meta_params(&meta, device);
+        let mut params = portable(meta.params.clone());
+        params.device = device;
         params
             .check()
             .map_err(|e| bad(path, format!("metadata `params` is not valid: {e}")))?;
-        check_head_fits(&config, bytes.len(), path, meta.localizer.is_some())?;
+        check_head_fits(&config, bytes.len(), path, params.localizer.is_some())?;
         let density = load_density(&st, path, &meta.density)?;
-        let mut classifier = new_classifier(&config, path, device, meta.seed)?;
+        let mut classifier = new_classifier(&config, path, device, params.seed)?;
         crate::model::load_weights_skipping(&mut classifier, path, bytes, |k| {
             k.starts_with(DENSITY_PREFIX) || k.starts_with(LOCALIZER_PREFIX)
         })?;
-        let localizer = match &meta.localizer {
-            Some(lp) => Some(load_localizer(&st, path, &config, lp, &meta, device)?),
+        let localizer = match &params.localizer {
+            Some(lp) => Some(load_localizer(&st, path, &config, lp, &params, device)?),
             None => None,
         };
         let mut det = Detector::new(
@@ -241,7 +273,7 @@ impl Detector {
             Duration::try_from_secs_f64(meta.fit_seconds).unwrap_or_default(),
         )
         .with_localizer(localizer)
-        .with_training_record(meta.training_record.clone());
+        .with_training_record(meta.training_record);
         det.threshold = meta.threshold.filter(|t| t.is_finite());
         det.calibration = meta.calibration.filter(|_| det.threshold.is_some());
         Ok(det)
@@ -265,51 +297,77 @@ fn read_meta(bytes: &[u8], path: &Path) -> Result<Meta> {
         }
     }
     let version = md.get("format_version").cloned().unwrap_or_default();
-    if version != DETECTOR_FORMAT_VERSION.to_string() {
-        return Err(bad(
+    let json = md.get("params").map(String::as_str).unwrap_or("");
+    let invalid = |e: serde_json::Error| bad(path, format!("metadata `params` is not valid: {e}"));
+    if version == DETECTOR_FORMAT_VERSION.to_string() {
+        serde_json::from_str(json).map_err(invalid)
+    } else if version == FORMAT_V1 {
+        serde_json::from_str::<MetaV1>(json)
+            .map(MetaV1::upgrade)
+            .map_err(invalid)
+    } else {
+        Err(bad(
             path,
             format!(
-            "format version {version:?}, but this crate reads version {DETECTOR_FORMAT_VERSION}; \
-             save it again with this crate version"
-        ),
-        ));
+                "format version {version:?}, but this crate reads versions {FORMAT_V1} to \
+                 {DETECTOR_FORMAT_VERSION}; save it again with this crate version"
+            ),
+        ))
     }
-    serde_json::from_str(md.get("params").map(String::as_str).unwrap_or(""))
-        .map_err(|e| bad(path, format!("metadata `params` is not valid: {e}")))
 }
 
-/// The detector parameters a checkpoint's metadata records.
-fn meta_params(meta: &Meta, device: Device) -> DetectorParams {
-    let training = TrainParams {
-        steps: meta.steps,
-        learning_rate: meta.learning_rate,
-        momentum: meta.momentum,
-        weight_decay: meta.weight_decay,
-        seed: meta.seed,
-        normalization: meta.normalization,
-        checkpoint: None,
-        prefetch: None,
-        budget: meta
+/// The parameters without what names files on the machine that fitted the detector: the
+/// pretrained backbone (its weights are in the checkpoint) and the training checkpoint.
+fn portable(mut params: DetectorParams) -> DetectorParams {
+    params.backbone = Backbone::resnet18();
+    params.training.checkpoint = None;
+    params
+}
+
+impl MetaV1 {
+    /// The format-2 record of the same detector: the parameters as format 1 restored them.
+    fn upgrade(self) -> Meta {
+        let training = TrainParams::paper()
+            .steps(self.steps)
+            .learning_rate(self.learning_rate)
+            .momentum(self.momentum)
+            .weight_decay(self.weight_decay)
+            .seed(self.seed)
+            .normalization(self.normalization);
+        // a negative or huge value (a damaged file) means no budget, never a panic
+        let budget = self
             .training_record
             .first()
             .and_then(|r| r.budget_seconds)
-            // a negative or huge value (a damaged file) means no budget, never a panic
-            .and_then(|s| Duration::try_from_secs_f64(s).ok()),
-    };
-    let mut params = DetectorParams::default()
-        .augmentation(meta.augmentation.clone())
-        .backbone(Backbone::resnet18())
-        .head(meta.head.clone())
-        .training(training)
-        .batch_images(meta.batch_images)
-        .density(meta.density.params())
-        .image_size(meta.image_size)
-        .device(device)
-        .fast_path(meta.fast_path)
-        .image_score(meta.image_score)
-        .seed(meta.seed);
-    params.localizer = meta.localizer.clone();
-    params
+            .and_then(|s| Duration::try_from_secs_f64(s).ok());
+        let training = match budget {
+            Some(b) => training.budget(b),
+            None => training,
+        };
+        let mut params = DetectorParams::default()
+            .augmentation(self.augmentation)
+            .backbone(Backbone::resnet18())
+            .head(self.head)
+            .training(training)
+            .batch_images(self.batch_images)
+            .density(self.density.params())
+            .image_size(self.image_size)
+            .device(Device::Cpu)
+            .fast_path(self.fast_path)
+            .image_score(self.image_score)
+            .seed(self.seed);
+        params.localizer = self.localizer;
+        Meta {
+            params,
+            num_classes: self.num_classes,
+            fast_path: self.fast_path,
+            density: self.density,
+            threshold: self.threshold,
+            calibration: self.calibration,
+            fit_seconds: self.fit_seconds,
+            training_record: self.training_record,
+        }
+    }
 }
 
 /// Refuses metadata describing a head (or heads, with a localizer) with more weights than the
@@ -390,10 +448,10 @@ fn load_localizer(
     path: &Path,
     config: &ClassifierConfig,
     lp: &LocalizerParams,
-    meta: &Meta,
+    params: &DetectorParams,
     device: Device,
 ) -> Result<Localizer> {
-    let clf = new_classifier(config, path, device, meta.seed)?;
+    let clf = new_classifier(config, path, device, params.seed)?;
     for (name, var) in clf.named_variables() {
         let key = format!("{LOCALIZER_NET}{name}");
         let view = st.tensor(&key).map_err(|_| {
@@ -428,8 +486,8 @@ fn load_localizer(
         clf,
         gaussians,
         lp.clone(),
-        meta.image_size,
-        meta.normalization,
+        params.image_size,
+        params.training.normalization,
     ))
 }
 
@@ -473,9 +531,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn metadata_without_a_localizer_key_still_parses() {
+    fn format_1_metadata_without_a_localizer_key_still_parses() {
         let det = DetectorParams::default();
-        let meta = Meta {
+        let meta = MetaV1 {
             augmentation: det.augmentation.clone(),
             head: det.head.clone(),
             num_classes: 3,
@@ -503,8 +561,33 @@ mod tests {
         assert!(json["localizer"].is_object());
         // a file written before the localizer existed has no such key
         json.as_object_mut().unwrap().remove("localizer");
-        let back: Meta = serde_json::from_value(json).unwrap();
+        let back: MetaV1 = serde_json::from_value(json).unwrap();
         assert_eq!(back.localizer, None);
         assert_eq!(back.image_size, 64);
+        let upgraded = back.upgrade();
+        assert_eq!(upgraded.params.input_size(), 64);
+        assert_eq!(upgraded.params.training.get_steps(), 1);
+        assert_eq!(upgraded.params.image_score, ImageScore::Map);
+    }
+
+    #[test]
+    fn format_2_metadata_fills_missing_fields_with_defaults() {
+        // what a file from before a future optional field looks like: the field is absent
+        let density = crate::density::Density::gaussian()
+            .fit(ndarray::Array2::<f32>::eye(4).view())
+            .and_then(|d| d.record())
+            .unwrap();
+        let json = serde_json::json!({
+            "params": {"image_size": 64, "seed": 5, "device": "cpu"},
+            "num_classes": 3,
+            "fast_path": FastPath::auto(Device::Cpu),
+            "density": density,
+        });
+        let meta: Meta = serde_json::from_value(json).unwrap();
+        assert_eq!(meta.params.input_size(), 64);
+        assert_eq!(meta.params.seed, 5);
+        assert_eq!(meta.params.training, TrainParams::paper());
+        assert_eq!((meta.threshold, meta.fit_seconds), (None, 0.0));
+        assert!(meta.training_record.is_empty());
     }
 }

@@ -202,7 +202,8 @@ impl Detector {
                 crate::model::Control::Continue
             })?;
         }
-        self.params.localizer = Some(localizer);
+        // as a fit records them: the density resolved, the training images' working size
+        self.params.localizer = self.localizer.as_ref().map(|l| l.params().clone());
         Ok(())
     }
 

@@ -20,6 +20,13 @@ pub fn grid_side(side: u32, patch: u32, stride: u32) -> usize {
 /// `[grid², 512]` features of one square image of side `side` (already resized to the
 /// detector's input side), rows in grid row-major order (row `i·grid + j` is the patch whose
 /// top-left pixel is `(x, y) = (stride·j, stride·i)`).
+///
+/// `params` are checked first for what the features use: a patch mode (for
+/// [`FeatureMode::Dense`] use [`dense_features`](super::dense_features)), a stride ≥ 1, a patch
+/// that fits the image with a grid that tiles it, the mode's factor or shifts, a feature batch
+/// ≥ 1; a bad value is an [`Error::InvalidParam`] naming it (`localizer.stride`,
+/// `localizer.mode`, `localizer.feature_batch`, …). A non-square image is an
+/// [`Error::InvalidInput`].
 pub fn patch_features(
     classifier: &Classifier,
     norm: &Normalization,
@@ -33,21 +40,15 @@ pub fn patch_features(
             format!("patch features need a square image (resize it first), got {w}×{h}"),
         ));
     }
+    params.check_features(w)?;
     let g = grid_side(w, params.patch_size, params.stride);
-    if g == 0 {
-        return Err(Error::invalid_param(
-            "localizer.patch_size",
-            format!("patch {} does not fit in the {w}² image", params.patch_size),
-        ));
-    }
     let x = images_to_tensor(std::slice::from_ref(image), norm, classifier.device())?;
     let f = tch::no_grad(|| match params.mode {
         FeatureMode::Exact => exact(classifier, &x, params),
         FeatureMode::Fast { shifts } => fast(classifier, &x, params, shifts, g as i64),
         FeatureMode::Subsampled { factor } => subsampled(classifier, &x, params, factor, g as i64),
-        FeatureMode::Dense => Err(Error::invalid_param(
-            "localizer.mode",
-            "dense features have their own grid: use localize::dense_features",
+        FeatureMode::Dense => Err(Error::internal(
+            "dense mode reached patch_features past its check",
         )),
     })?;
     to_array(&f, g * g)

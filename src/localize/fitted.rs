@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::heatmap::AnomalyMap;
 use crate::model::{train, Classifier, Control};
 use crate::pipeline::budget::{self, plan_steps, Deadline, PROBE_IMAGES};
-use crate::pipeline::{DetectorParams, FitEvent, StageRecord};
+use crate::pipeline::{FitEvent, StageRecord, ValidDetectorParams};
 use image::RgbImage;
 use ndarray::Array2;
 use std::sync::Arc;
@@ -51,9 +51,10 @@ impl Localizer {
     /// the working resolution first) and fits the patch Gaussians on the dense features of the
     /// un-augmented images. With `skip_training` (an earlier stage was stopped by the
     /// callback) the patch model keeps its initialisation and the record says it stopped at 0.
+    /// `lp` is `det`'s localizer, checked with it.
     pub(crate) fn fit(
         lp: &LocalizerParams,
-        det: &DetectorParams,
+        det: &ValidDetectorParams,
         images: &[RgbImage],
         deadline: Option<Deadline>,
         skip_training: bool,
@@ -61,7 +62,6 @@ impl Localizer {
     ) -> Result<(Self, StageRecord)> {
         let lp = &lp.clone().unfitted();
         let side = det.input_size();
-        lp.check(side, det.augmentation_config())?;
         let images = Arc::new(prepare_all(lp, side, images));
         // images smaller than the crop at the working size (e.g. 32² tests) train on whole images
         let short = images.iter().map(|i| i.width().min(i.height())).min();
@@ -319,7 +319,7 @@ pub(crate) fn grid_dims(lp: &LocalizerParams, image: &RgbImage) -> (usize, usize
 /// initialisation when `skip` (an earlier stage was stopped).
 fn train_patch_model(
     lp: &LocalizerParams,
-    det: &DetectorParams,
+    det: &ValidDetectorParams,
     images: &Arc<Vec<RgbImage>>,
     deadline: Option<Deadline>,
     skip: bool,

@@ -92,37 +92,48 @@ impl PatchDensity {
 }
 
 /// Parameters of the patch localizer (PAPER.md "Localization"). [`LocalizerParams::paper`]
-/// gives the paper's values where it states them.
+/// gives the paper's values where it states them, [`LocalizerParams::dense`] the CPU recipe.
+///
+/// One setter per field (`patch_size`, `stride`, …), each with a `get_` getter;
+/// [`check`](Self::check) validates the values, and every function that takes them (the
+/// detector's fit, [`Detector::refit_localizer`](crate::Detector::refit_localizer),
+/// [`patch_features`](super::patch_features)) checks what it uses first.
+///
+/// ```
+/// use cutpaste::localize::{FeatureMode, LocalizerParams};
+/// let lp = LocalizerParams::paper().patch_size(64).mode(FeatureMode::fast());
+/// assert_eq!((lp.get_patch_size(), lp.get_stride()), (64, 4));
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LocalizerParams {
     /// Side of the scored patches (paper A.5: 32; §4.2: 64).
-    pub patch_size: u32,
+    pub(crate) patch_size: u32,
     /// Grid stride in pixels (paper: 4).
-    pub stride: u32,
+    pub(crate) stride: u32,
     /// Side of the training crops (paper: 64).
-    pub crop_size: u32,
+    pub(crate) crop_size: u32,
     /// Exact or fast dense features.
-    pub mode: FeatureMode,
+    pub(crate) mode: FeatureMode,
     /// Per-location or shared Gaussian.
-    pub density: PatchDensity,
+    pub(crate) density: PatchDensity,
     /// Dimensions of the shared PCA projection before the Gaussians **[our choice: 64]**.
-    pub pca_dim: usize,
+    pub(crate) pca_dim: usize,
     /// Training images whose patch features fit the PCA basis **[our choice: 16]**.
-    pub pca_images: usize,
+    pub(crate) pca_images: usize,
     /// σ of the Gaussian upsampling kernel in pixels (FCDD's rule: 10 for kernels ≥ 32 px).
-    pub sigma: f64,
+    pub(crate) sigma: f64,
     /// SGD steps of the patch model (paper: as many as the image model, 65,536).
-    pub steps: usize,
+    pub(crate) steps: usize,
     /// Source images (crops) per training step (paper: 32).
-    pub batch_images: usize,
+    pub(crate) batch_images: usize,
     /// Patches per forward pass in exact mode **[our choice: 256]**.
-    pub feature_batch: usize,
+    pub(crate) feature_batch: usize,
     /// Working resolution of the localizer, independent of the image model's input side:
     /// images are resized so their **short side** is `resolution` (never enlarged; aspect kept,
     /// sides rounded to multiples of 8) in [`FeatureMode::Dense`], or to `resolution`² in the
     /// patch modes. 0 means the detector's input side (files written before this field).
     #[serde(default)]
-    pub resolution: u32,
+    pub(crate) resolution: u32,
     /// **Set when fitting, not by the user:** the working size `(width, height)` of the
     /// training images when the density is per cell ([`PatchDensity::PerLocation`],
     /// [`Tied`](PatchDensity::Tied), [`TiedNormalized`](PatchDensity::TiedNormalized)). In
@@ -130,7 +141,7 @@ pub struct LocalizerParams {
     /// with the training ones whatever the image's size (a camera's images normally all have
     /// the training size already). `None` in files written before this field.
     #[serde(default)]
-    pub fitted_size: Option<(u32, u32)>,
+    pub(crate) fitted_size: Option<(u32, u32)>,
 }
 
 impl Default for LocalizerParams {
@@ -175,8 +186,9 @@ impl LocalizerParams {
         }
     }
 
-    /// The working size of a `w × h` image (see [`resolution`](Self::resolution)); `side` is the
-    /// detector's input side, used when `resolution` is 0.
+    /// The working size of a `w × h` image (see [`resolution`](Self::resolution) and
+    /// [`get_fitted_size`](Self::get_fitted_size)); `side` is the detector's input side, used
+    /// when `resolution` is 0.
     pub fn working_size(&self, w: u32, h: u32, side: u32) -> (u32, u32) {
         let r = if self.resolution == 0 {
             side
@@ -194,55 +206,74 @@ impl LocalizerParams {
         let round8 = |v: u32| (((f64::from(v) * scale) / 8.0).round() as u32 * 8).max(32);
         (round8(w), round8(h))
     }
-    setter!(
-        /// Patch side (32 or 64 in the paper).
-        patch_size: u32
+    accessors!(
+        /// Side of the scored patches in the patch modes (8 to the working side; paper A.5: 32,
+        /// §4.2: 64); `working side − patch_size` must be a multiple of the stride.
+        patch_size, get_patch_size: u32
     );
-    setter!(
-        /// Grid stride (paper: 4).
-        stride: u32
+    accessors!(
+        /// Grid stride in pixels in the patch modes (≥ 1; paper: 4).
+        stride, get_stride: u32
     );
-    setter!(
-        /// Training crop side (paper: 64).
-        crop_size: u32
+    accessors!(
+        /// Side of the training crops of the patch model (paper: 64); the augmentation must fit
+        /// in one.
+        crop_size, get_crop_size: u32
     );
-    setter!(
-        /// Exact or fast features.
-        mode: FeatureMode
+    accessors!(
+        /// How dense patch features are computed (see [`FeatureMode`]).
+        mode, get_mode: FeatureMode
     );
-    setter!(
-        /// Per-location or shared Gaussian.
-        density: PatchDensity
+    accessors!(
+        /// The density over patch features (see [`PatchDensity`]).
+        density, get_density: PatchDensity
     );
-    setter!(
-        /// PCA dimensions.
-        pca_dim: usize
+    accessors!(
+        /// Dimensions of the shared PCA projection before the Gaussians (1 to 512, at most 384
+        /// in dense mode) **[our choice: 64; 128 in the dense recipe]**.
+        pca_dim, get_pca_dim: usize
     );
-    setter!(
-        /// Images used to fit the PCA basis.
-        pca_images: usize
+    accessors!(
+        /// Training images whose features fit the PCA basis (≥ 1) **[our choice: 16]**.
+        pca_images, get_pca_images: usize
     );
-    setter!(
-        /// σ of the upsampling kernel (pixels).
-        sigma: f64
+    accessors!(
+        /// σ of the Gaussian upsampling kernel in pixels (> 0; FCDD's rule: 10 for kernels
+        /// ≥ 32 px; 4 in the dense recipe).
+        sigma, get_sigma: f64
     );
-    setter!(
-        /// Training steps of the patch model.
-        steps: usize
+    accessors!(
+        /// SGD steps of the patch model (≥ 1; paper: as many as the image model, 65,536).
+        steps, get_steps: usize
     );
-    setter!(
-        /// Crops per training step.
-        batch_images: usize
+    accessors!(
+        /// Source images (crops) per training step of the patch model (≥ 1; paper: 32).
+        batch_images, get_batch_images: usize
     );
-    setter!(
-        /// Patches per forward pass (exact mode).
-        feature_batch: usize
+    accessors!(
+        /// Patches per forward pass in the exact and subsampled modes (≥ 1) **[our choice:
+        /// 256]**.
+        feature_batch, get_feature_batch: usize
     );
-    setter!(
-        /// Working resolution (short side in dense mode, square side in the patch modes; 0 = the
-        /// detector's input side).
-        resolution: u32
+    accessors!(
+        /// Working resolution of the localizer, independent of the image model's input side
+        /// (0, or ≥ 32): images are resized so their **short side** is `resolution` (never
+        /// enlarged; aspect kept, sides rounded to multiples of 8) in [`FeatureMode::Dense`], or
+        /// to `resolution`² in the patch modes. 0 means the detector's input side (and is what
+        /// files written before this parameter existed hold).
+        resolution, get_resolution: u32
     );
+
+    /// **Set when fitting, not by the user (so it has no setter):** the working size
+    /// `(width, height)` of the training images when the density is per cell
+    /// ([`PatchDensity::PerLocation`], [`Tied`](PatchDensity::Tied),
+    /// [`TiedNormalized`](PatchDensity::TiedNormalized)). In [`FeatureMode::Dense`] every scored
+    /// image is resized to it, so the grid cells line up with the training ones whatever the
+    /// image's size. `None` before a fit, for other densities, and in files written before it
+    /// was recorded.
+    pub fn get_fitted_size(&self) -> Option<(u32, u32)> {
+        self.fitted_size
+    }
 
     /// Validates the values alone and against the square input side `image_size` and the
     /// augmentation (which must fit in a crop). Errors name the field as `localizer.<field>`.
@@ -265,6 +296,34 @@ impl LocalizerParams {
         };
         if self.mode == FeatureMode::Dense {
             return self.check_dense(image_size, augmentation);
+        }
+        self.check_features(image_size)?;
+        if self.crop_size < self.patch_size || self.crop_size > image_size {
+            return bad(
+                "crop_size",
+                format!(
+                    "must be in patch_size..=image_size ({}..={image_size}; paper: 64), got {}",
+                    self.patch_size, self.crop_size
+                ),
+            );
+        }
+        self.check_crop_fits(augmentation)?;
+        self.check_common()
+    }
+
+    /// Validates what dense patch features ([`patch_features`](super::patch_features)) use, for
+    /// a square image of side `side`: a patch mode (not [`FeatureMode::Dense`]), the stride, the
+    /// patch size and the grid it gives, the mode's factor or shifts, the feature batch. Errors
+    /// name the field as `localizer.<field>`.
+    pub(crate) fn check_features(&self, side: u32) -> Result<()> {
+        let bad =
+            |f: &str, reason: String| Err(Error::invalid_param(format!("localizer.{f}"), reason));
+        let image_size = side;
+        if self.mode == FeatureMode::Dense {
+            return bad(
+                "mode",
+                "dense features have their own grid: use localize::dense_features".into(),
+            );
         }
         if self.stride == 0 {
             return bad("stride", "must be >= 1 (paper: 4)".into());
@@ -289,16 +348,6 @@ impl LocalizerParams {
                 ),
             );
         }
-        if self.crop_size < self.patch_size || self.crop_size > image_size {
-            return bad(
-                "crop_size",
-                format!(
-                    "must be in patch_size..=image_size ({}..={image_size}; paper: 64), got {}",
-                    self.patch_size, self.crop_size
-                ),
-            );
-        }
-        self.check_crop_fits(augmentation)?;
         if let FeatureMode::Fast { shifts } = self.mode {
             if ![1, 2, 4, 8].contains(&shifts) {
                 return bad(
@@ -324,7 +373,10 @@ impl LocalizerParams {
                 );
             }
         }
-        self.check_common()
+        if self.feature_batch == 0 {
+            return bad("feature_batch", "must be >= 1 (default 256)".into());
+        }
+        Ok(())
     }
 
     /// [`FeatureMode::Dense`]: crops fit the working side and the augmentation; common fields.

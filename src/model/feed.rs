@@ -17,7 +17,7 @@ use std::sync::mpsc;
 use tch::{Device, Kind, Tensor};
 
 /// How training batches are prepared ahead of the network: by how many threads, how far ahead.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Prefetch {
     /// Threads preparing whole batches in parallel (≥ 1); worker `k` prepares steps `k`,
     /// `k + workers`, … and the network takes them in step order. Sources without

@@ -10,12 +10,13 @@ use super::optim::{cosine_lr, Sgd};
 use super::source::BatchSource;
 use crate::data::Normalization;
 use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tch::{Kind, Reduction, Tensor};
 
 /// Where and how often to checkpoint, and whether to resume from an existing checkpoint.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointPolicy {
     /// The checkpoint file (overwritten atomically each time).
     pub path: PathBuf,
@@ -27,31 +28,43 @@ pub struct CheckpointPolicy {
 
 /// Optimisation hyper-parameters (PAPER.md Appendix A.1). The batch composition (32 source
 /// images × the label set's views) is the [`BatchSource`]'s business.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Built from [`TrainParams::paper`] with one setter per field (`steps`, `learning_rate`, …);
+/// each has a `get_` getter. [`check`](Self::check) validates the values, and every function
+/// that takes them ([`train`], the detector's fit) checks them first.
+///
+/// ```
+/// use cutpaste::model::TrainParams;
+/// let params = TrainParams::paper().steps(2_000).learning_rate(0.01);
+/// assert_eq!((params.get_steps(), params.get_learning_rate()), (2_000, 0.01));
+/// assert!(params.check().is_ok());
+/// assert!(params.learning_rate(0.0).check().is_err());
+/// ```
+///
+/// Serialisable (serde): missing fields take the paper's values, the budget is written as
+/// `budget_seconds`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TrainParams {
     /// Number of SGD steps; the cosine schedule reaches 0 after the last one (paper: 65,536).
-    pub steps: usize,
+    pub(crate) steps: usize,
     /// Initial learning rate (paper: 0.03).
-    pub learning_rate: f64,
+    pub(crate) learning_rate: f64,
     /// SGD momentum (paper: 0.9).
-    pub momentum: f64,
+    pub(crate) momentum: f64,
     /// L2 weight decay on every parameter (paper: 3e-5).
-    pub weight_decay: f64,
+    pub(crate) weight_decay: f64,
     /// Seed of libtorch's generator for the run (`tch::manual_seed`).
-    pub seed: u64,
+    pub(crate) seed: u64,
     /// Input normalisation (ImageNet statistics by default).
-    pub normalization: Normalization,
+    pub(crate) normalization: Normalization,
     /// Periodic checkpoints; none by default.
-    pub checkpoint: Option<CheckpointPolicy>,
-    /// **[our choice]** A wall-clock budget for the whole `fit` (training, feature extraction,
-    /// density): `DetectorParams::fit` measures the step time and plans the number of steps so
-    /// the fit ends within it (then `steps` is ignored). None (the default) trains exactly
-    /// `steps` steps. See `pipeline::budget`.
-    pub budget: Option<Duration>,
-    /// How batches are prepared ahead of the network; `None` (the default) is
-    /// [`Prefetch::auto`] for the classifier's device. Batches, and so results, do not depend
-    /// on it.
-    pub prefetch: Option<Prefetch>,
+    pub(crate) checkpoint: Option<CheckpointPolicy>,
+    /// A wall-clock budget for the whole fit (see [`TrainParams::budget`]).
+    #[serde(rename = "budget_seconds", with = "crate::serde_helpers::opt_seconds")]
+    pub(crate) budget: Option<Duration>,
+    /// How batches are prepared ahead of the network; `None` is [`Prefetch::auto`].
+    pub(crate) prefetch: Option<Prefetch>,
 }
 
 impl TrainParams {
@@ -70,26 +83,51 @@ impl TrainParams {
         }
     }
 
-    /// Trains for a wall-clock budget instead of a step count (see [`budget`](Self::budget)'s
-    /// field docs), e.g. `Duration::from_secs(600)`.
+    /// **[our choice]** Trains for a wall-clock budget for the whole `fit` (training, feature
+    /// extraction, density), e.g. `Duration::from_secs(600)`, instead of a step count:
+    /// `DetectorParams::fit` measures the step time and plans the number of steps so the fit
+    /// ends within it (then [`steps`](Self::steps) is ignored). Without one (the default) it
+    /// trains exactly `steps` steps. See `pipeline::budget`. At least 1 s.
     pub fn budget(mut self, budget: Duration) -> Self {
         self.budget = Some(budget);
         self
     }
 
-    /// Sets the number of steps (the schedule is stretched to it).
-    pub fn steps(mut self, steps: usize) -> Self {
-        self.steps = steps;
-        self
+    /// The budget set by [`budget`](Self::budget), if any.
+    pub fn get_budget(&self) -> Option<Duration> {
+        self.budget
     }
 
-    /// Sets the seed.
-    pub fn seed(mut self, seed: u64) -> Self {
-        self.seed = seed;
-        self
-    }
+    accessors!(
+        /// Sets the number of SGD steps (≥ 1; paper: 65,536); the cosine schedule is stretched
+        /// to it and reaches 0 after the last one.
+        steps, get_steps: usize
+    );
+    accessors!(
+        /// Sets the initial learning rate (> 0; paper: 0.03).
+        learning_rate, get_learning_rate: f64
+    );
+    accessors!(
+        /// Sets the SGD momentum (in [0, 1); paper: 0.9).
+        momentum, get_momentum: f64
+    );
+    accessors!(
+        /// Sets the L2 weight decay on every parameter (≥ 0; paper: 3e-5).
+        weight_decay, get_weight_decay: f64
+    );
+    accessors!(
+        /// Sets the seed of libtorch's generator for the run (`tch::manual_seed`). A detector's
+        /// fit overrides it with `DetectorParams::seed`.
+        seed, get_seed: u64
+    );
+    accessors!(
+        /// Sets the input normalisation (default: ImageNet statistics).
+        normalization, get_normalization: Normalization
+    );
 
-    /// Checkpoints to `path` every `every` steps, resuming from it when `resume` and it exists.
+    /// Checkpoints to `path` every `every` steps (≥ 1), after the last one and on a stop,
+    /// resuming from it when `resume` and it exists (it must have been written with the same
+    /// schedule).
     pub fn checkpoint(mut self, path: impl Into<PathBuf>, every: usize, resume: bool) -> Self {
         self.checkpoint = Some(CheckpointPolicy {
             path: path.into(),
@@ -99,10 +137,21 @@ impl TrainParams {
         self
     }
 
-    /// Prepares batches with `prefetch` instead of [`Prefetch::auto`].
+    /// The checkpoint policy set by [`checkpoint`](Self::checkpoint), if any.
+    pub fn get_checkpoint(&self) -> Option<&CheckpointPolicy> {
+        self.checkpoint.as_ref()
+    }
+
+    /// Prepares batches with `prefetch` instead of [`Prefetch::auto`] for the classifier's
+    /// device. Batches, and so results, do not depend on it.
     pub fn prefetch(mut self, prefetch: Prefetch) -> Self {
         self.prefetch = Some(prefetch);
         self
+    }
+
+    /// The prefetch set by [`prefetch`](Self::prefetch), if any (`None`: [`Prefetch::auto`]).
+    pub fn get_prefetch(&self) -> Option<Prefetch> {
+        self.prefetch
     }
 
     /// Checks every value; the error names the parameter and the valid range.

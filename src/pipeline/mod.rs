@@ -1,6 +1,7 @@
 //! The typed builder: [`DetectorParams`] (paper defaults) → [`check`](DetectorParams::check) →
-//! [`fit`](DetectorParams::fit) → a fitted [`Detector`]. Unfitted parameters and the fitted
-//! detector are different types, so scoring before fitting cannot compile.
+//! [`ValidDetectorParams`] → [`fit`](ValidDetectorParams::fit) → a fitted [`Detector`].
+//! Unfitted parameters and the fitted detector are different types, so scoring before fitting
+//! cannot compile. [`DetectorParams::fit`] is the shortcut: it checks, then fits.
 //!
 //! ```no_run
 //! use cutpaste::prelude::*;
@@ -13,6 +14,17 @@
 //!     .fit(&train)?;
 //! let image = cutpaste::data::load_rgb("mvtec/bottle/test/broken_large/000.png")?;
 //! let score = detector.score(&image)?; // higher = more anomalous
+//! # Ok::<(), cutpaste::Error>(())
+//! ```
+//!
+//! Checking once and fitting several times (the check runs once, not per fit):
+//! ```no_run
+//! use cutpaste::prelude::*;
+//! let params = Detector::params().training(TrainParams::paper().steps(500)).check()?;
+//! for name in ["bottle", "cable"] {
+//!     let detector = params.fit(&Dataset::mvtec(format!("mvtec/{name}"))?)?;
+//!     # let _ = detector;
+//! }
 //! # Ok::<(), cutpaste::Error>(())
 //! ```
 //!
@@ -90,7 +102,23 @@ pub enum ImageScore {
 /// Every parameter of a CutPaste detector. [`Detector::params`] gives the paper's defaults:
 /// 3-way augmentation, ResNet-18 from scratch, 256² inputs, SGD 0.03 / cosine / 65,536 steps with
 /// 32 source images a step, Gaussian density with Ledoit–Wolf, seed 0, CUDA if available.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Serialisable with serde as one record (a detector checkpoint stores the parameters it was
+/// fitted with this way). Missing fields take the defaults above, so a configuration file need
+/// only name what differs; the device is written as `"cpu"`, `"cuda:N"`, `"mps"` or
+/// `"vulkan"`. A [`Density::custom`](crate::density::Density::custom) estimator cannot be
+/// serialised (an error). Deserialised values are unchecked: [`check`](Self::check) them.
+///
+/// ```
+/// use cutpaste::prelude::*;
+/// let params: DetectorParams =
+///     serde_json::from_str(r#"{"image_size": 64, "seed": 7, "device": "cpu"}"#).unwrap();
+/// assert_eq!(params.input_size(), 64);
+/// let json = serde_json::to_string(&params).unwrap();
+/// assert_eq!(serde_json::from_str::<DetectorParams>(&json).unwrap(), params);
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct DetectorParams {
     pub(crate) augmentation: Augmentation,
     pub(crate) backbone: Backbone,
@@ -99,6 +127,7 @@ pub struct DetectorParams {
     pub(crate) batch_images: usize,
     pub(crate) density: Density,
     pub(crate) image_size: u32,
+    #[serde(with = "crate::serde_helpers::device")]
     pub(crate) device: Device,
     pub(crate) fast_path: Option<FastPath>,
     pub(crate) seed: u64,
@@ -227,8 +256,9 @@ impl DetectorParams {
     }
 
     /// Validates every value and their combinations; errors name the parameter. A CUDA device
-    /// this build or machine cannot use is an [`Error::DeviceUnavailable`].
-    pub fn check(&self) -> Result<()> {
+    /// this build or machine cannot use is an [`Error::DeviceUnavailable`]. On success returns
+    /// the parameters as a [`ValidDetectorParams`], which fits without checking again.
+    pub fn check(&self) -> Result<ValidDetectorParams> {
         crate::model::check_device(self.device)?;
         if !(32..=MAX_IMAGE_SIZE).contains(&self.image_size) {
             return Err(Error::invalid_param(
@@ -274,7 +304,83 @@ impl DetectorParams {
                 ));
             }
         }
-        Ok(())
+        Ok(ValidDetectorParams(self.clone()))
+    }
+
+    /// [`check`](Self::check)s, then trains on the training images of `train` and fits the
+    /// density: the shortcut for `params.check()?.fit(train)`. See
+    /// [`ValidDetectorParams::fit_with`].
+    pub fn fit(&self, train: &Dataset) -> Result<Detector> {
+        self.check()?.fit(train)
+    }
+
+    /// [`check`](Self::check)s, then fits as [`ValidDetectorParams::fit_with`] (progress to
+    /// `callback`; what a [`Control::Stop`] does is described there).
+    pub fn fit_with(
+        &self,
+        train: &Dataset,
+        callback: impl FnMut(&FitEvent) -> Control,
+    ) -> Result<Detector> {
+        self.check()?.fit_with(train, callback)
+    }
+
+    /// [`check`](Self::check)s, then fits on in-memory normal images as
+    /// [`ValidDetectorParams::fit_images_with`].
+    pub fn fit_images_with(
+        &self,
+        images: Vec<RgbImage>,
+        callback: impl FnMut(&FitEvent) -> Control,
+    ) -> Result<Detector> {
+        self.check()?.fit_images_with(images, callback)
+    }
+
+    /// The classifier these params describe: the augmentation's classes, the head, and the
+    /// fast path ([`FastPath::auto`](crate::model::FastPath::auto) unless one was set). The
+    /// image model and the localizer's patch model are both built from it.
+    pub(crate) fn classifier_config(&self) -> ClassifierConfig {
+        let mut config = ClassifierConfig::new(self.augmentation.num_classes() as i64, self.device);
+        config.head = self.head.clone();
+        if let Some(f) = self.fast_path {
+            config.fast_path = f;
+        }
+        config
+    }
+}
+
+/// [`DetectorParams`] that passed [`DetectorParams::check`]: the only value that fits. It
+/// dereferences to the parameters for reading (e.g. [`input_size`](DetectorParams::input_size));
+/// to change a value, take them back with [`into_inner`](Self::into_inner) and check again.
+///
+/// ```no_run
+/// use cutpaste::prelude::*;
+/// let params: ValidDetectorParams = Detector::params().image_size(128).check()?;
+/// assert_eq!(params.input_size(), 128);
+/// let detector = params.fit(&Dataset::mvtec("mvtec/bottle")?)?;
+/// // another value: back to the unchecked builder, then check again
+/// let other = params.into_inner().seed(1).check()?;
+/// # let _ = (detector, other);
+/// # Ok::<(), cutpaste::Error>(())
+/// ```
+///
+/// Checked parameters cannot be changed in place:
+/// ```compile_fail
+/// let params = cutpaste::Detector::params().check().unwrap();
+/// let changed = params.seed(1); // cannot move out of the checked value
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidDetectorParams(DetectorParams);
+
+impl std::ops::Deref for ValidDetectorParams {
+    type Target = DetectorParams;
+    fn deref(&self) -> &DetectorParams {
+        &self.0
+    }
+}
+
+impl ValidDetectorParams {
+    /// The checked parameters, to change and [`check`](DetectorParams::check) again.
+    pub fn into_inner(self) -> DetectorParams {
+        self.0
     }
 
     /// Trains on the training images of `train` and fits the density. See [`fit_with`](Self::fit_with).
@@ -302,7 +408,6 @@ impl DetectorParams {
         train: &Dataset,
         callback: impl FnMut(&FitEvent) -> Control,
     ) -> Result<Detector> {
-        self.check()?;
         let t0 = Instant::now();
         // the localizer resizes to its own working size, so it gets the images as they are
         let images = if self.localizer.is_some() {
@@ -341,7 +446,9 @@ impl DetectorParams {
                 .collect(),
         );
         let mut steer = Steer::new(callback);
-        let mut used = self.clone();
+        let mut used = self.0.clone();
+        // the parameters used, as used: the training runs with the detector's seed
+        used.training.seed = self.seed;
         let mut records = Vec::new();
         let (classifier, localizer) = match (self.image_score, &self.localizer) {
             (ImageScore::Map, Some(lp)) => {
@@ -363,6 +470,8 @@ impl DetectorParams {
                 (clf, None)
             }
         };
+        // the fast path used (FastPath::auto resolved for this machine when none was set)
+        used.fast_path = Some(classifier.config().fast_path);
         let density = self.fit_density(&classifier, &square, &mut |e| steer.event(e))?;
         let localizer = match (localizer, &self.localizer) {
             (Some(l), _) => Some(l),
@@ -381,10 +490,9 @@ impl DetectorParams {
             .with_training_record(records))
     }
 
-    /// [`check`](Self::check), and that `n` training images can fit: checked before training,
-    /// not after it (e.g. a density that cannot fit this few images).
+    /// That `n` training images can fit: checked before training, not after it (e.g. a density
+    /// that cannot fit this few images). The parameters themselves were checked already.
     fn check_for(&self, n: usize) -> Result<()> {
-        self.check()?;
         if n == 0 {
             return Err(Error::invalid_input(
                 "train",
@@ -462,19 +570,7 @@ impl DetectorParams {
         self.density.fit(features.view())
     }
 
-    /// The classifier these params describe: the augmentation's classes, the head, and the
-    /// fast path ([`FastPath::auto`](crate::model::FastPath::auto) unless one was set). The
-    /// image model and the localizer's patch model are both built from it.
-    pub(crate) fn classifier_config(&self) -> ClassifierConfig {
-        let mut config = ClassifierConfig::new(self.augmentation.num_classes() as i64, self.device);
-        config.head = self.head.clone();
-        if let Some(f) = self.fast_path {
-            config.fast_path = f;
-        }
-        config
-    }
-
-    /// A network of [`classifier_config`](Self::classifier_config) initialised with `seed`, and
+    /// A network of [`DetectorParams::classifier_config`] initialised with `seed`, and
     /// from the pretrained backbone when one is set: the image model and the localizer's patch
     /// model are both built here.
     pub(crate) fn new_classifier(&self, seed: u64) -> Result<Classifier> {

@@ -221,8 +221,9 @@ const DEFAULT_BUDGET: Duration = Duration::from_secs(600);
 /// The detector parameters the options describe.
 fn detector_params(a: &TrainArgs) -> Result<DetectorParams, Box<dyn std::error::Error>> {
     let (steps, budget) = schedule(a);
-    let mut training = TrainParams::paper().steps(steps);
-    training.learning_rate = a.learning_rate;
+    let mut training = TrainParams::paper()
+        .steps(steps)
+        .learning_rate(a.learning_rate);
     if let Some(b) = budget {
         training = training.budget(b);
     }
@@ -292,8 +293,7 @@ pub(crate) fn run(a: TrainArgs) -> Result<Outcome, Box<dyn std::error::Error>> {
     check_new_file(&a.out, a.force)?;
     let threshold = parse_threshold(&a.threshold)?;
     let (data, held_out) = split_holdout(training_data(&a.data)?, a.holdout)?;
-    let params = detector_params(&a)?;
-    params.check()?;
+    let params = detector_params(&a)?.check()?;
     let (steps, budget) = schedule(&a);
     let plan = match budget {
         Some(b) => format!("budget {:.0} s", b.as_secs_f64()),
