@@ -654,7 +654,8 @@ proptest! {
 }
 
 /// The detector of the committed fixtures (`tests/fixtures/detector_v1_params.json`,
-/// `tiny_detector_scores.json`, written by the crate before the parameters were one record):
+/// `tiny_detector_scores.json`, written by the crate before the parameters were one record; the
+/// map scores rewritten after the localizer Gaussians' precision fix):
 /// [`tiny_params`] with a tiny dense localizer, threshold 1.5.
 fn fixture_detector(ds: &Dataset) -> Detector {
     let loc = LocalizerParams::dense()
