@@ -595,9 +595,10 @@ fn checkpoint_metadata_cannot_request_huge_allocations() {
         &with_param(|p| p["params"]["head"]["hidden"][0] = 100_000_000.into()),
         "head",
     );
+    // 10⁹ classes: refused (before any allocation) as not the augmentation's class count
     checkpoint_error(
         &with_param(|p| p["num_classes"] = 1_000_000_000.into()),
-        "head",
+        "num_classes",
     );
     // 0 classes (found by the 10,000-case fuzz as an untyped InvalidParam) names the file
     checkpoint_error(&with_param(|p| p["num_classes"] = 0.into()), "num_classes");

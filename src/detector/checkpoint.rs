@@ -246,16 +246,24 @@ impl Detector {
             bad(path, format!("not a readable safetensors file ({e}); it may be truncated: save the detector again"))
         })?;
         let meta = read_meta(bytes, path)?;
-        let config = ClassifierConfig {
-            num_classes: meta.num_classes,
-            head: meta.params.head.clone(),
-            fast_path: meta.fast_path,
-        };
         let mut params = portable(meta.params.clone());
         params.device = device;
         params
             .check()
             .map_err(|e| bad(path, format!("metadata `params` is not valid: {e}")))?;
+        // the network the parameters describe, with the fast path it was saved with
+        let mut config = params.classifier_config();
+        config.fast_path = meta.fast_path;
+        if config.num_classes != meta.num_classes {
+            return Err(bad(
+                path,
+                format!(
+                    "metadata `num_classes` {} does not match the {} classes of the augmentation \
+                     in `params`: the file is damaged; save the detector again",
+                    meta.num_classes, config.num_classes
+                ),
+            ));
+        }
         check_head_fits(&config, bytes.len(), path, params.localizer.is_some())?;
         let density = load_density(&st, path, &meta.density)?;
         let mut classifier = new_classifier(&config, path, device, params.seed)?;
