@@ -546,3 +546,26 @@ fn a_stop_in_training_still_fits_the_localizer() {
         "{err:?}"
     );
 }
+
+/// The training checkpoint policy applies to the patch model too, in a file of its own next
+/// to the image model's (`<stem>.patch.<ext>`); neither overwrites the other.
+#[test]
+fn the_patch_model_checkpoints_to_its_own_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("run.safetensors");
+    let images: Vec<RgbImage> = (0..4).map(|i| image(64, i)).collect();
+    tiny_params(tiny_loc())
+        .training(TrainParams::paper().steps(2).checkpoint(&ckpt, 1, false))
+        .fit_images_with(images, |_| Control::Continue)
+        .unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["run.patch.safetensors", "run.safetensors"]);
+    // each holds its own network: the weights differ
+    let a = std::fs::read(dir.path().join("run.safetensors")).unwrap();
+    let b = std::fs::read(dir.path().join("run.patch.safetensors")).unwrap();
+    assert_ne!(a, b);
+}

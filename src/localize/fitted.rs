@@ -342,7 +342,12 @@ fn train_patch_model(
         seed,
     )?;
     let mut training = det.training.clone().steps(lp.steps).seed(seed);
-    training.checkpoint = None; // the image model's checkpoint file is not ours
+    // the image model's policy, to a file of the patch model's own
+    training.checkpoint = det
+        .training
+        .checkpoint
+        .as_ref()
+        .map(|c| c.for_stage("patch"));
     training.budget = None;
     let norm = training.normalization;
     let mut record = match deadline {

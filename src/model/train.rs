@@ -26,6 +26,25 @@ pub struct CheckpointPolicy {
     pub resume: bool,
 }
 
+impl CheckpointPolicy {
+    /// The same policy for another network of the same fit: `stage` goes before the file's
+    /// extension (`run.safetensors` → `run.patch.safetensors`), so the two never overwrite or
+    /// resume from each other.
+    pub fn for_stage(&self, stage: &str) -> Self {
+        let mut name = self.path.file_stem().unwrap_or_default().to_os_string();
+        name.push(".");
+        name.push(stage);
+        if let Some(ext) = self.path.extension() {
+            name.push(".");
+            name.push(ext);
+        }
+        Self {
+            path: self.path.with_file_name(name),
+            ..self.clone()
+        }
+    }
+}
+
 /// Optimisation hyper-parameters (PAPER.md Appendix A.1). The batch composition (32 source
 /// images × the label set's views) is the [`BatchSource`]'s business.
 ///
@@ -127,7 +146,8 @@ impl TrainParams {
 
     /// Checkpoints to `path` every `every` steps (≥ 1), after the last one and on a stop,
     /// resuming from it when `resume` and it exists (it must have been written with the same
-    /// schedule).
+    /// schedule). In a detector with a localizer the patch model checkpoints with the same
+    /// policy to `path` with `.patch` before its extension ([`CheckpointPolicy::for_stage`]).
     pub fn checkpoint(mut self, path: impl Into<PathBuf>, every: usize, resume: bool) -> Self {
         self.checkpoint = Some(CheckpointPolicy {
             path: path.into(),
