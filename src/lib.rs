@@ -147,7 +147,7 @@ pub mod prelude {
     pub use crate::density::Density;
     pub use crate::detector::{Detector, Prediction, Report};
     pub use crate::error::{Error, ErrorKind, Result};
-    pub use crate::localize::{FeatureMode, LocalizerParams, PatchDensity};
+    pub use crate::localize::{FeatureMode, LocalizerParams, PatchCovariance, PatchDensity};
     pub use crate::model::{Control, FastPath, TrainParams};
     pub use crate::pipeline::{
         Backbone, DetectorParams, FitEvent, ImageScore, ValidDetectorParams,

@@ -88,7 +88,7 @@ pub(crate) fn fit_gaussians(
     let lp = &resolve(lp, images)?;
     let (mean, proj) = fit_basis(clf, norm, lp, images)?;
     let z = project_all(clf, norm, lp, images, (&mean, &proj), callback)?;
-    PatchGaussians::fit(lp.density, mean, proj, z.view())
+    PatchGaussians::fit(lp.density, lp.covariance, mean, proj, z.view())
 }
 
 /// Projected cells of every image: `[n, cells, d]` for per-location Gaussians, `[1, m, d]`

@@ -4,7 +4,7 @@
 //! grid cell (or one for all cells) is fitted in that space and stored as mean + precision
 //! matrix in f32. For 57 × 57 cells and d = 64 that is 3,249 · (64 + 64²) · 4 B ≈ 54 MB, where
 //! full 512-d covariances would take 3,249 · 512² · 4 B ≈ 3.4 GB.
-use super::params::PatchDensity;
+use super::params::{PatchCovariance, PatchDensity};
 use crate::density::{ledoit_wolf, ArrayData, NamedArray};
 use crate::error::{Error, Result};
 use crate::linalg::{l2_normalize_rows, precision_matrix, principal_axes};
@@ -88,14 +88,15 @@ impl PatchGaussians {
     /// Fits the Gaussians on projected features `[n_images, cells, d]`.
     pub(crate) fn fit(
         kind: PatchDensity,
+        cov: PatchCovariance,
         pca_mean: Array1<f32>,
         projection: Array2<f32>,
         z: ArrayView3<f32>,
     ) -> Result<Self> {
         match kind {
-            PatchDensity::Tied => return Self::fit_tied(pca_mean, projection, z),
+            PatchDensity::Tied => return Self::fit_tied(cov, pca_mean, projection, z),
             PatchDensity::TiedNormalized => {
-                return Self::fit_tied(pca_mean, projection, z)?.normalized(z)
+                return Self::fit_tied(cov, pca_mean, projection, z)?.normalized(z)
             }
             _ => {}
         }
@@ -119,7 +120,7 @@ impl PatchGaussians {
                     all.slice(s![..;step, ..]).mapv(f64::from)
                 }
             };
-            let (mean, prec) = gaussian(x)?;
+            let (mean, prec) = gaussian(x, cov)?;
             means.row_mut(g).assign(&mean.mapv(|v| v as f32));
             precisions
                 .slice_mut(s![g, .., ..])
@@ -168,6 +169,7 @@ impl PatchGaussians {
     /// covariance of the within-cell residuals of all cells (an even subsample of at most
     /// [`SHARED_ROWS`]), as in linear discriminant analysis.
     fn fit_tied(
+        cov: PatchCovariance,
         pca_mean: Array1<f32>,
         projection: Array2<f32>,
         z: ArrayView3<f32>,
@@ -190,7 +192,7 @@ impl PatchGaussians {
         // [m · d] -> [m, d]
         let x = Array2::from_shape_vec((m, d), rows)
             .map_err(|e| Error::internal(format!("shape of `features`: {e}")))?;
-        let (_, prec) = gaussian(x)?;
+        let (_, prec) = gaussian(x, cov)?;
         let precisions = prec
             .mapv(|v| v as f32)
             .into_shape_with_order((1, d, d))
@@ -354,7 +356,8 @@ impl PatchGaussians {
 /// quarter of `Σ` and its factor in f64), and score with matrix products, all cells at once when
 /// they share one covariance. Not ndarray-linalg's `invh`: for a row-major matrix (as the
 /// covariance is) it returns the input's off-diagonal entries with the inverse's diagonal.
-fn gaussian(mut x: Array2<f64>) -> Result<(Array1<f64>, Array2<f64>)> {
+/// With [`PatchCovariance::Diagonal`] the precision is `diag(1 / Σ_ii)` of the same `Σ`.
+fn gaussian(mut x: Array2<f64>, kind: PatchCovariance) -> Result<(Array1<f64>, Array2<f64>)> {
     let (n, d) = x.dim();
     let mean = x.mean_axis(Axis(0)).unwrap_or_else(|| Array1::zeros(d));
     x -= &mean;
@@ -362,7 +365,11 @@ fn gaussian(mut x: Array2<f64>) -> Result<(Array1<f64>, Array2<f64>)> {
     for i in 0..d {
         cov[[i, i]] += REG_COVAR;
     }
-    Ok((mean, precision_matrix(&cov, n)?))
+    match kind {
+        PatchCovariance::Full => Ok((mean, precision_matrix(&cov, n)?)),
+        // Σ_ii ≥ REG_COVAR > 0: always invertible
+        PatchCovariance::Diagonal => Ok((mean, Array2::from_diag(&cov.diag().mapv(|v| 1.0 / v)))),
+    }
 }
 
 #[cfg(test)]
@@ -378,6 +385,7 @@ mod tests {
         });
         let g = PatchGaussians::fit(
             PatchDensity::PerLocation,
+            PatchCovariance::Full,
             Array1::zeros(2),
             Array2::eye(2),
             z.view(),
@@ -401,7 +409,7 @@ mod tests {
             let want = if i == j { 1.0 } else { 0.0 };
             assert!((v - want).abs() < 1e-5, "Σ·P at ({i}, {j}) is {v}");
         }
-        let (m, p) = gaussian(x).unwrap();
+        let (m, p) = gaussian(x, PatchCovariance::Full).unwrap();
         let q = Array1::from_vec(vec![1.0f64, -2.0]);
         let diff = &q - &m;
         let want = diff.dot(&p.dot(&diff));
@@ -419,6 +427,7 @@ mod tests {
         });
         let g = PatchGaussians::fit(
             PatchDensity::Tied,
+            PatchCovariance::Full,
             Array1::zeros(2),
             Array2::eye(2),
             z.view(),
@@ -431,7 +440,7 @@ mod tests {
         let resid = Array2::from_shape_fn((90, 2), |(r, k)| {
             f64::from(z[[r / 3, r % 3, k]] - means[[r % 3, k]])
         });
-        let (_, p) = gaussian(resid).unwrap();
+        let (_, p) = gaussian(resid, PatchCovariance::Full).unwrap();
         let q = Array2::from_shape_vec((3, 2), vec![0.3f32, -0.2, 10.0, 0.0, 25.0, 20.0]).unwrap();
         let got = g.score(&q.clone()).unwrap();
         for c in 0..3 {
@@ -457,7 +466,15 @@ mod tests {
             let noise = ((i * 7 + k * 5 + c) % 9) as f32 / 9.0 - 0.45;
             noise * if c == 1 { 3.0 } else { 1.0 }
         });
-        let fit = |kind| PatchGaussians::fit(kind, Array1::zeros(2), Array2::eye(2), z.view());
+        let fit = |kind| {
+            PatchGaussians::fit(
+                kind,
+                PatchCovariance::Full,
+                Array1::zeros(2),
+                Array2::eye(2),
+                z.view(),
+            )
+        };
         let tied = fit(PatchDensity::Tied).unwrap();
         let norm = fit(PatchDensity::TiedNormalized).unwrap();
         assert_eq!(norm.kind(), PatchDensity::TiedNormalized);
@@ -498,5 +515,38 @@ mod tests {
         assert_eq!(back.unwrap(), norm);
         let tied_arrays = tied.to_arrays();
         assert!(PatchGaussians::from_arrays(PatchDensity::TiedNormalized, &tied_arrays).is_err());
+    }
+
+    #[test]
+    fn diagonal_covariance_scores_each_dimension_by_its_variance() {
+        // one cell, d = 2, strongly correlated dimensions: the diagonal precision ignores the
+        // correlation and is 1 / (Ledoit–Wolf variance + REG_COVAR) per dimension
+        let z = Array3::from_shape_fn((50, 1, 2), |(i, _, k)| {
+            let t = (i % 10) as f32 - 4.5;
+            t * (1.0 + k as f32) + 0.1 * ((i * 7 % 5) as f32 - 2.0)
+        });
+        let fit = |cov| {
+            PatchGaussians::fit(
+                PatchDensity::PerLocation,
+                cov,
+                Array1::zeros(2),
+                Array2::eye(2),
+                z.view(),
+            )
+            .unwrap()
+        };
+        let (diag, full) = (fit(PatchCovariance::Diagonal), fit(PatchCovariance::Full));
+        let x: Array2<f64> = z.slice(s![.., 0, ..]).mapv(f64::from);
+        let centred = &x - &x.mean_axis(Axis(0)).unwrap();
+        let (cov, _) = ledoit_wolf(centred.view());
+        let p = diag.precisions.index_axis(Axis(0), 0);
+        for k in 0..2 {
+            let want = 1.0 / (cov[[k, k]] + REG_COVAR);
+            assert!((f64::from(p[[k, k]]) - want).abs() < 1e-5 * want, "{p:?}");
+        }
+        assert_eq!((p[[0, 1]], p[[1, 0]]), (0.0, 0.0));
+        // the full precision has the correlation: off-diagonal entries far from 0
+        let q = full.precisions.index_axis(Axis(0), 0);
+        assert!(q[[0, 1]].abs() > 0.1 * q[[0, 0]].abs(), "{q:?}");
     }
 }

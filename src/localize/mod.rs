@@ -14,7 +14,9 @@
 //! 3. **Patch density** ([`PatchDensity`]): L2-normalised features are projected onto a shared
 //!    PCA basis of `pca_dim` dimensions **[our choice: keeps a fitted localizer small]**, then
 //!    one Ledoit–Wolf Gaussian per grid cell (aligned objects) or one shared Gaussian
-//!    (textures). Patch score = squared Mahalanobis distance, higher = more anomalous.
+//!    (textures). Patch score = squared Mahalanobis distance, higher = more anomalous; with a
+//!    [diagonal](PatchCovariance::Diagonal) covariance (the dense recipe's) each dimension is
+//!    scaled by its variance alone.
 //! 4. **Score map → pixels** ([`upsample_scores`]): receptive-field upsampling, a transposed
 //!    convolution with stride `stride` and one `patch_size`² Gaussian kernel (σ = `sigma`;
 //!    default 10, FCDD's rule for kernels ≥ 32 px **[our choice]**), back to the input side,
@@ -49,6 +51,6 @@ pub use dense::{dense_features, dense_grid, DENSE_STRIDE};
 pub use features::{grid_side, patch_features};
 pub use fitted::{prepare_image, top_mean, Localizer, TOP_FRACTION};
 pub use gaussians::PatchGaussians;
-pub use params::{FeatureMode, LocalizerParams, PatchDensity, DENSE_WIDTH};
+pub use params::{FeatureMode, LocalizerParams, PatchCovariance, PatchDensity, DENSE_WIDTH};
 pub use source::PatchSource;
 pub use upsample::{gaussian_kernel, resize_bilinear, upsample_dense, upsample_scores};

@@ -79,6 +79,22 @@ pub enum PatchDensity {
     TiedNormalized,
 }
 
+/// The covariance structure of the patch Gaussians, in their PCA space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum PatchCovariance {
+    /// The full (Ledoit–Wolf) covariance: the Mahalanobis distance (PAPER.md's GDE). The
+    /// default of [`LocalizerParams::paper`], and of files written before this option.
+    #[default]
+    Full,
+    /// **[our choice, the default of [`LocalizerParams::dense`]]** Only the covariance's
+    /// diagonal (each PCA dimension's variance): a squared distance with every dimension
+    /// scaled by its spread and correlations ignored. Measured against `Full` on the same
+    /// trained dense models (docs/results.md, "patch covariance"), it localises better on every
+    /// masked dev set, because the full inverse gives most weight to the low-variance
+    /// directions of the within-cell residuals, which respond to noise more than to defects.
+    Diagonal,
+}
+
 impl PatchDensity {
     /// The concrete density and PCA width for training images whose working sizes are
     /// `all_same` (one size) or not, and features `width` wide (see [`PatchDensity::Auto`]).
@@ -116,6 +132,9 @@ pub struct LocalizerParams {
     pub(crate) mode: FeatureMode,
     /// Per-location or shared Gaussian.
     pub(crate) density: PatchDensity,
+    /// Full or diagonal covariance of the Gaussians (files written before it: full).
+    #[serde(default)]
+    pub(crate) covariance: PatchCovariance,
     /// Dimensions of the shared PCA projection before the Gaussians **[our choice: 64]**.
     pub(crate) pca_dim: usize,
     /// Training images whose patch features fit the PCA basis **[our choice: 16]**.
@@ -160,6 +179,7 @@ impl LocalizerParams {
             crop_size: 64,
             mode: FeatureMode::Exact,
             density: PatchDensity::PerLocation,
+            covariance: PatchCovariance::Full,
             pca_dim: 64,
             pca_images: 16,
             sigma: 10.0,
@@ -174,11 +194,13 @@ impl LocalizerParams {
     /// **[our choice]** The dense recipe for a CPU budget: [`FeatureMode::Dense`] at a short side
     /// of 256, [`PatchDensity::Auto`] (tied Gaussians — a mean per cell, one covariance — on 128
     /// PCA dimensions for images of one size, else one shared Gaussian on the full 384-d
-    /// features), 64² training crops of the working-resolution images, σ = 4 for the 8-px cells.
+    /// features) with [diagonal](PatchCovariance::Diagonal) covariances, 64² training crops of
+    /// the working-resolution images, σ = 4 for the 8-px cells.
     pub fn dense() -> Self {
         Self {
             mode: FeatureMode::Dense,
             density: PatchDensity::Auto,
+            covariance: PatchCovariance::Diagonal,
             pca_dim: 128,
             sigma: 4.0,
             resolution: 256,
@@ -227,6 +249,10 @@ impl LocalizerParams {
     accessors!(
         /// The density over patch features (see [`PatchDensity`]).
         density, get_density: PatchDensity
+    );
+    accessors!(
+        /// Full or diagonal covariance of the patch Gaussians (see [`PatchCovariance`]).
+        covariance, get_covariance: PatchCovariance
     );
     accessors!(
         /// Dimensions of the shared PCA projection before the Gaussians (1 to 512, at most 384

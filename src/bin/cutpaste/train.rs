@@ -46,6 +46,11 @@ pub(crate) struct TrainArgs {
     /// PCA dimensions; needs hundreds of images).
     #[arg(long, default_value = "auto")]
     localizer_gaussian: String,
+    /// Covariance of the localizer's patch Gaussians: `diagonal` (default with the dense
+    /// recipe: each PCA dimension scaled by its variance) or `full` (the Mahalanobis distance;
+    /// default with --recipe paper).
+    #[arg(long, value_enum)]
+    localizer_covariance: Option<CovarianceArg>,
     /// Source images (crops, with the dense recipe) per step of either model; each yields one
     /// view per class (paper: 32).
     #[arg(long, default_value_t = 32)]
@@ -99,6 +104,15 @@ pub(crate) struct TrainArgs {
     /// Replace --out if it exists.
     #[arg(long)]
     force: bool,
+}
+
+/// The localizer's covariance (see `--localizer-covariance`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum CovarianceArg {
+    /// Each PCA dimension's variance alone.
+    Diagonal,
+    /// The full covariance.
+    Full,
 }
 
 /// How the detector is built (see `--recipe`).
@@ -274,6 +288,11 @@ fn detector_params(a: &TrainArgs) -> Result<DetectorParams, Box<dyn std::error::
         base.pca_dim(64) // a 384² covariance per cell would take ~0.6 GB at 256²
     } else {
         base
+    };
+    let base = match a.localizer_covariance {
+        Some(CovarianceArg::Diagonal) => base.covariance(PatchCovariance::Diagonal),
+        Some(CovarianceArg::Full) => base.covariance(PatchCovariance::Full),
+        None => base,
     };
     let lp = base
         .mode(mode)
