@@ -8,7 +8,10 @@
 //! ```
 //! prints one JSON line: `{"map":85.4,"pooled":…,"rank_mean":…,"n":431}` (AUROC in %); `rank_mean` ranks over the test set itself (an upper reference, not usable
 //! online), `z_sum` standardises each score by the training images' scores and sums them, `z_held` by
-//! the scores of the 10 % of training images that `cutpaste train` held out (out of sample).
+//! the scores of the 10 % of training images that `cutpaste train` held out (out of sample),
+//! `z_cv` standardises the map by the kept training images' scores and the pooled score by its
+//! 5-fold cross-validated scores (what `fit` alone can do). With `POOLED_VS_MAP_DUMP=FILE` set,
+//! every score is also written to FILE as JSON.
 use cutpaste::metrics::roc_auc;
 use cutpaste::prelude::*;
 
@@ -90,16 +93,61 @@ fn main() -> Result<()> {
         standardise(&pooled, &train_pooled),
     );
     let z_sum: Vec<f32> = zm.iter().zip(&zp).map(|(a, b)| a + b).collect();
+    // what `fit` alone can compute: the kept (trained-on) images' in-sample map scores, and
+    // 5-fold cross-validated pooled scores (the pooled density refitted without each fifth)
+    let kept: Vec<_> = data
+        .train
+        .iter()
+        .filter(|s| !held.iter().any(|h| h.path == s.path))
+        .cloned()
+        .collect();
+    let (kept_map, _) = both_scores(&det, &kept)?;
+    let kept_feats = {
+        let imgs = kept
+            .iter()
+            .map(|s| cutpaste::data::load_rgb(&s.path))
+            .collect::<Result<Vec<_>>>()?;
+        det.embed(&imgs)?
+    };
+    let folds = 5;
+    let mut cv = vec![0f32; kept.len()];
+    for f in 0..folds {
+        let (tr, te): (Vec<usize>, Vec<usize>) = (0..kept.len()).partition(|i| i % folds != f);
+        let fitted = det.density().params().fit(kept_feats.select(ndarray::Axis(0), &tr).view())?;
+        let s = fitted.score(kept_feats.select(ndarray::Axis(0), &te).view())?;
+        for (j, &i) in te.iter().enumerate() {
+            cv[i] = s[j];
+        }
+    }
+    let (cm, cp) = (standardise(&map, &kept_map), standardise(&pooled, &cv));
+    let z_cv: Vec<f32> = cm.iter().zip(&cp).map(|(a, b)| a + b).collect();
+    let mean = |v: &[f32]| v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len().max(1) as f64;
+    eprintln!(
+        "pooled: held/in-sample mean {:.2}, cv/in-sample mean {:.2}; map: held/in-sample mean {:.2}",
+        mean(&held_pooled) / mean(&train_pooled),
+        mean(&cv) / mean(&train_pooled),
+        mean(&held_map) / mean(&kept_map)
+    );
     let (rm, rp) = (ranks(&map), ranks(&pooled));
     let rank_mean: Vec<f32> = rm.iter().zip(&rp).map(|(a, b)| a + b).collect();
+    if let Ok(path) = std::env::var("POOLED_VS_MAP_DUMP") {
+        // every score, for trying other combinations without rescoring
+        let dump = serde_json::json!({
+            "labels": labels, "map": map, "pooled": pooled, "held_map": held_map,
+            "held_pooled": held_pooled, "kept_map": kept_map, "cv_pooled": cv,
+            "train_pooled": train_pooled, "n_train": n,
+        });
+        std::fs::write(&path, dump.to_string()).map_err(|e| Error::io(&path, e))?;
+    }
     let auc = |s: &[f32]| roc_auc(s, &labels).map(|a| (a * 1000.0).round() / 10.0);
     println!(
-        "{{\"map\":{},\"pooled\":{},\"rank_mean\":{},\"z_sum\":{},\"z_held\":{},\"n\":{}}}",
+        "{{\"map\":{},\"pooled\":{},\"rank_mean\":{},\"z_sum\":{},\"z_held\":{},\"z_cv\":{},\"n\":{}}}",
         auc(&map)?,
         auc(&pooled)?,
         auc(&rank_mean)?,
         auc(&z_sum)?,
         auc(&z_held)?,
+        auc(&z_cv)?,
         labels.len()
     );
     Ok(())

@@ -19,7 +19,7 @@
 //! Loading trusts nothing in the file: every size the metadata states is checked against the
 //! tensors actually present before anything is allocated from it, and the parameters are
 //! validated as [`DetectorParams::check`] does.
-use super::{Calibration, Detector};
+use super::{Calibration, Detector, ScoreScale};
 use crate::augment::Augmentation;
 use crate::data::Normalization;
 use crate::density::{ArrayData, DensityRecord, FittedDensity, NamedArray};
@@ -75,6 +75,9 @@ struct Meta {
     /// What each training stage planned and did.
     #[serde(default)]
     training_record: Vec<StageRecord>,
+    /// [`ImageScore::Combined`]'s statistics (absent for the other image scores).
+    #[serde(default)]
+    score_scale: Option<ScoreScale>,
 }
 
 /// Format 1's metadata (read only): the parameters copied field by field.
@@ -134,6 +137,7 @@ impl Detector {
             calibration: self.calibration.clone(),
             fit_seconds: self.fit_time.as_secs_f64(),
             training_record: self.training_record.clone(),
+            score_scale: self.score_scale,
         })
     }
 
@@ -281,11 +285,28 @@ impl Detector {
             Duration::try_from_secs_f64(meta.fit_seconds).unwrap_or_default(),
         )
         .with_localizer(localizer)
-        .with_training_record(meta.training_record);
+        .with_training_record(meta.training_record)
+        .with_score_scale(meta.score_scale);
+        if det.params_used().image_score == ImageScore::Combined && !valid_scale(meta.score_scale) {
+            return Err(bad(
+                path,
+                "image_score Combined without a finite score_scale (mean, sd > 0) in the \
+                 metadata: the file is damaged; save the detector again",
+            ));
+        }
         det.threshold = meta.threshold.filter(|t| t.is_finite());
         det.calibration = meta.calibration.filter(|_| det.threshold.is_some());
         Ok(det)
     }
+}
+
+/// Whether `scale` is present with finite means and positive finite deviations.
+fn valid_scale(scale: Option<ScoreScale>) -> bool {
+    scale.is_some_and(|s| {
+        [s.map, s.pooled]
+            .iter()
+            .all(|z| z.mean.is_finite() && z.sd.is_finite() && z.sd > 0.0)
+    })
 }
 
 /// The `format`, `format_version` and `params` metadata of a detector checkpoint.
@@ -374,6 +395,7 @@ impl MetaV1 {
             calibration: self.calibration,
             fit_seconds: self.fit_seconds,
             training_record: self.training_record,
+            score_scale: None,
         }
     }
 }

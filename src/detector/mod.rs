@@ -19,9 +19,11 @@ mod calibration;
 mod checkpoint;
 mod files;
 mod report;
+pub(crate) mod scale;
 pub use calibration::{quantile, Calibration, CalibrationRule, ThresholdMethod};
 pub use checkpoint::{DETECTOR_FORMAT, DETECTOR_FORMAT_VERSION};
 pub use report::{ErrorRates, Report, ScoredSample};
+pub use scale::{ScaleSource, ScoreScale, Standardiser, SCALE_FOLDS, SCALE_MAP_IMAGES};
 
 /// Images per forward pass when embedding or scoring many images.
 pub const SCORE_BATCH: usize = 32;
@@ -44,6 +46,7 @@ pub struct Detector {
     fit_time: Duration,
     localizer: Option<Localizer>,
     training_record: Vec<StageRecord>,
+    score_scale: Option<ScoreScale>,
 }
 
 /// The decision for one image.
@@ -128,7 +131,13 @@ impl Detector {
             fit_time,
             localizer: None,
             training_record: Vec::new(),
+            score_scale: None,
         }
+    }
+
+    pub(crate) fn with_score_scale(mut self, scale: Option<ScoreScale>) -> Self {
+        self.score_scale = scale;
+        self
     }
 
     pub(crate) fn with_localizer(mut self, localizer: Option<Localizer>) -> Self {
@@ -155,7 +164,7 @@ impl Detector {
 
     fn map_scored(&self) -> Option<&Localizer> {
         match self.params.image_score {
-            ImageScore::Map => self.localizer.as_ref(),
+            ImageScore::Map | ImageScore::Combined => self.localizer.as_ref(),
             ImageScore::Pooled => None,
         }
     }
@@ -290,14 +299,79 @@ impl Detector {
         if images.is_empty() {
             return Ok(Vec::new());
         }
-        if let Some(loc) = self.map_scored() {
-            let mut out = Vec::with_capacity(images.len());
-            for chunk in images.chunks(SCORE_BATCH) {
-                out.extend(loc.image_scores(chunk)?);
+        let pooled = |images: &[RgbImage]| -> Result<Vec<f32>> {
+            Ok(self.density.score(self.embed(images)?.view())?.to_vec())
+        };
+        let Some(loc) = self.map_scored() else {
+            return pooled(images);
+        };
+        let mut out = Vec::with_capacity(images.len());
+        for chunk in images.chunks(SCORE_BATCH) {
+            let map = loc.image_scores(chunk)?;
+            match (self.params.image_score, &self.score_scale) {
+                (ImageScore::Combined, Some(scale)) => out.extend(
+                    map.iter()
+                        .zip(pooled(chunk)?)
+                        .map(|(&m, p)| scale.combine(m, p)),
+                ),
+                (ImageScore::Combined, None) => {
+                    return Err(Error::internal(
+                        "ImageScore::Combined without its score scale (fit and load set one)",
+                    ))
+                }
+                _ => out.extend(map),
             }
-            return Ok(out);
         }
-        Ok(self.density.score(self.embed(images)?.view())?.to_vec())
+        Ok(out)
+    }
+
+    /// The two scores of each image (map, pooled) that [`ImageScore::Combined`] adds after
+    /// standardising them; `None` when the detector has no localizer.
+    pub fn score_parts(&self, images: &[RgbImage]) -> Result<Option<(Vec<f32>, Vec<f32>)>> {
+        let Some(loc) = self.localizer.as_ref() else {
+            return Ok(None);
+        };
+        let (mut map, mut pooled) = (Vec::new(), Vec::new());
+        for chunk in images.chunks(SCORE_BATCH) {
+            map.extend(loc.image_scores(chunk)?);
+            pooled.extend(self.density.score(self.embed(chunk)?.view())?.iter());
+        }
+        Ok(Some((map, pooled)))
+    }
+
+    /// The statistics [`ImageScore::Combined`] standardises its two scores by (`None` for the
+    /// other image scores). See [`ScoreScale`].
+    pub fn score_scale(&self) -> Option<&ScoreScale> {
+        self.score_scale.as_ref()
+    }
+
+    /// Sets [`ImageScore::Combined`]'s statistics from `normals`: defect-free images that were
+    /// **not** used in training (at least 2; e.g. a held-out share of the training folder),
+    /// which estimate the scores of new normal images better than `fit`'s training-image
+    /// estimate. Set it before any threshold, which depends on it: an existing threshold is
+    /// cleared. Errors ([`Error::InvalidParam`] `image_score`) for the other image scores.
+    pub fn fit_score_scale(&mut self, normals: &[RgbImage]) -> Result<ScoreScale> {
+        if self.params.image_score != ImageScore::Combined {
+            return Err(Error::invalid_param(
+                "image_score",
+                format!(
+                    "{:?} uses one score: only ImageScore::Combined standardises its scores",
+                    self.params.image_score
+                ),
+            ));
+        }
+        let (map, pooled) = self.score_parts(normals)?.ok_or_else(|| {
+            Error::internal("ImageScore::Combined without a localizer (check() requires one)")
+        })?;
+        let scale = ScoreScale {
+            map: Standardiser::fit(&map, "map scores of the normal images")?,
+            pooled: Standardiser::fit(&pooled, "pooled scores of the normal images")?,
+            source: ScaleSource::HeldOut,
+        };
+        self.score_scale = Some(scale);
+        self.threshold = None;
+        self.calibration = None;
+        Ok(scale)
     }
 
     /// Anomaly score of one image (higher = more anomalous).

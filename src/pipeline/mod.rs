@@ -53,6 +53,7 @@ use crate::model::{
 };
 use budget::{plan_steps, Deadline, PROBE_IMAGES};
 use image::RgbImage;
+use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -97,6 +98,20 @@ pub enum ImageScore {
     /// model is then not trained separately: it is a copy of the patch model, and the pooled
     /// density is still fitted on it (for [`Detector::embed`] and GradCAM).
     Map,
+    /// **[our choice for CPU budgets]** Both scores of one network: [`Map`](Self::Map)'s and
+    /// the pooled density of the same patch model's features of the whole image at the input
+    /// side, each standardised by its mean and standard deviation over normal images, summed
+    /// (see [`ScoreScale`](crate::detector::ScoreScale) for where the statistics come from).
+    /// The map finds small local defects; the pooled score finds defects that change the
+    /// whole image. Needs a localizer, like `Map`.
+    Combined,
+}
+
+impl ImageScore {
+    /// Whether images are scored from the localizer's map (alone or combined).
+    pub fn uses_map(self) -> bool {
+        matches!(self, ImageScore::Map | ImageScore::Combined)
+    }
 }
 
 /// Every parameter of a CutPaste detector. [`Detector::params`] gives the paper's defaults:
@@ -286,11 +301,15 @@ impl DetectorParams {
         self.density.check()?;
         if let Some(l) = &self.localizer {
             l.check(self.image_size, &self.augmentation)?;
-        } else if self.image_score == ImageScore::Map {
+        } else if self.image_score.uses_map() {
             return Err(Error::invalid_param(
                 "image_score",
-                "Map scores images by the localizer's map; add a localizer \
-                 (DetectorParams::localizer(LocalizerParams::dense())) or use ImageScore::Pooled",
+                format!(
+                    "{:?} scores images by the localizer's map; add a localizer \
+                     (DetectorParams::localizer(LocalizerParams::dense())) or use \
+                     ImageScore::Pooled",
+                    self.image_score
+                ),
             ));
         }
         if let Some(p) = &self.backbone.pretrained {
@@ -451,7 +470,7 @@ impl ValidDetectorParams {
         used.training.seed = self.seed;
         let mut records = Vec::new();
         let (classifier, localizer) = match (self.image_score, &self.localizer) {
-            (ImageScore::Map, Some(lp)) => {
+            (score, Some(lp)) if score.uses_map() => {
                 let (loc, rec) =
                     Localizer::fit(lp, self, &images, deadline, false, &mut |e| steer.event(e))?;
                 used.localizer = Some(loc.params().clone());
@@ -472,7 +491,17 @@ impl ValidDetectorParams {
         };
         // the fast path used (FastPath::auto resolved for this machine when none was set)
         used.fast_path = Some(classifier.config().fast_path);
-        let density = self.fit_density(&classifier, &square, &mut |e| steer.event(e))?;
+        let (density, features) =
+            self.fit_density(&classifier, &square, &mut |e| steer.event(e))?;
+        let scale = match (&localizer, self.image_score) {
+            (Some(loc), ImageScore::Combined) => Some(crate::detector::scale::training_scale(
+                &self.density,
+                loc,
+                &images,
+                features.view(),
+            )?),
+            _ => None,
+        };
         let localizer = match (localizer, &self.localizer) {
             (Some(l), _) => Some(l),
             (None, Some(lp)) => {
@@ -487,6 +516,7 @@ impl ValidDetectorParams {
         };
         Ok(Detector::new(classifier, density, used, t0.elapsed())
             .with_localizer(localizer)
+            .with_score_scale(scale)
             .with_training_record(records))
     }
 
@@ -559,15 +589,16 @@ impl ValidDetectorParams {
         classifier: &Classifier,
         images: &[RgbImage],
         callback: &mut impl FnMut(&FitEvent) -> Control,
-    ) -> Result<FittedDensity> {
+    ) -> Result<(FittedDensity, Array2<f32>)> {
         let norm = self.training.normalization;
+        // [n, 512] pooled features
         let features = crate::detector::embed_images(classifier, &norm, images, |done| {
             callback(&FitEvent::Features {
                 done,
                 total: images.len(),
             })
         })?;
-        self.density.fit(features.view())
+        Ok((self.density.fit(features.view())?, features))
     }
 
     /// A network of [`DetectorParams::classifier_config`] initialised with `seed`, and

@@ -30,6 +30,11 @@ pub(crate) struct TrainArgs {
     /// patch localizer).
     #[arg(long, value_enum, default_value_t = Recipe::Dense)]
     recipe: Recipe,
+    /// Image score of the dense recipe: `combined` (default: the map's top-1 % mean plus the
+    /// pooled Gaussian of the whole image at --size, each standardised by its mean and standard
+    /// deviation on the held-out images) or `map` (the map's top-1 % mean alone).
+    #[arg(long, value_enum)]
+    image_score: Option<DenseScore>,
     /// Square side images are resized to for the image model (paper: 256; with the dense
     /// recipe only the pooled features for embeddings and GradCAM use it: default 64).
     #[arg(long)]
@@ -122,6 +127,15 @@ pub(crate) enum Recipe {
     Dense,
     /// The paper's image-level protocol.
     Paper,
+}
+
+/// The dense recipe's image score (see `--image-score`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum DenseScore {
+    /// Map and pooled scores, standardised and summed.
+    Combined,
+    /// The map's top-1 % mean.
+    Map,
 }
 
 /// Parses `90s`, `10m`, `1h`, `1h30m` or plain seconds (`600`).
@@ -301,10 +315,15 @@ fn detector_params(a: &TrainArgs) -> Result<DetectorParams, Box<dyn std::error::
         .batch_images(a.batch_images)
         .steps(a.localizer_steps.unwrap_or(steps));
     let params = params.localizer(lp);
-    Ok(if dense {
-        params.image_score(ImageScore::Map)
-    } else {
-        params
+    Ok(match (dense, a.image_score) {
+        (true, None | Some(DenseScore::Combined)) => params.image_score(ImageScore::Combined),
+        (true, Some(DenseScore::Map)) => params.image_score(ImageScore::Map),
+        (false, None) => params,
+        (false, Some(_)) => {
+            return Err("--image-score applies to the dense recipe; --recipe paper scores \
+                        images by the pooled features"
+                .into())
+        }
     })
 }
 
@@ -350,6 +369,10 @@ pub(crate) fn run(a: TrainArgs) -> Result<Outcome, Box<dyn std::error::Error>> {
     } else {
         cutpaste::data::load_all_native(&held_out)?
     };
+    if detector.score_scale().is_some() && held_out.len() >= 2 {
+        // the held-out images estimate new normal images' scores better than fit's estimate
+        detector.fit_score_scale(&normal)?;
+    }
     let t = match threshold {
         Threshold::Synthetic => Some(detector.threshold_from_synthetic(&normal, a.seed)?),
         Threshold::Quantile(q) => Some(detector.threshold_from_quantile(&normal, q)?),
