@@ -65,21 +65,34 @@ fn main() -> Result<()> {
         eprintln!("usage: pooled_vs_map CHECKPOINT DATA");
         std::process::exit(2);
     }
-    let det = Detector::load(&args[0], Device::Cpu)?;
+    let mut det = Detector::load(&args[0], Device::Cpu)?;
     let data = Dataset::mvtec_with(
         &args[1],
         MvtecOptions {
             allow_missing_masks: true,
         },
     )?;
-    let labels: Vec<bool> = data.test.iter().map(|s| s.is_anomalous()).collect();
-    let (map, pooled) = both_scores(&det, &data.test)?;
     // the images `cutpaste train --holdout 0.1` held out of training (every k-th, evenly spaced)
     let n = data.train.len();
     let k = ((0.1 * n as f64).round() as usize).max(1);
     let held: Vec<_> = (0..k)
         .map(|i| data.train[(2 * i + 1) * n / (2 * k)].clone())
         .collect();
+    if std::env::var("REFIT").is_ok_and(|v| v == "1") {
+        // refit the localizer's Gaussians with the current code on the images training used
+        // (the trained patch network is kept): a checkpoint saved by an older version scores
+        // as this version's fit would
+        let mut kept = data.clone();
+        kept.train.retain(|s| !held.iter().any(|h| h.path == s.path));
+        let lp = det
+            .localizer()
+            .ok_or_else(|| Error::invalid_param("REFIT", "the detector has no localizer"))?
+            .params()
+            .clone();
+        det.refit_localizer(lp, &kept)?;
+    }
+    let labels: Vec<bool> = data.test.iter().map(|s| s.is_anomalous()).collect();
+    let (map, pooled) = both_scores(&det, &data.test)?;
     let (train_map, train_pooled) = both_scores(&det, &data.train)?;
     let (held_map, held_pooled) = both_scores(&det, &held)?;
     let (hm, hp) = (
@@ -140,6 +153,16 @@ fn main() -> Result<()> {
         std::fs::write(&path, dump.to_string()).map_err(|e| Error::io(&path, e))?;
     }
     let auc = |s: &[f32]| roc_auc(s, &labels).map(|a| (a * 1000.0).round() / 10.0);
+    if std::env::var("PIXEL").is_ok_and(|v| v == "1") {
+        // the localizer's pixel AUROC and AUPRO (`eval`'s, with the detector as it is now)
+        let r = det.evaluate(&data)?;
+        let pct = |v: Option<f64>| v.map(|a| (a * 1000.0).round() / 10.0);
+        eprintln!(
+            "{{\"pixel_auroc\":{:?},\"aupro\":{:?}}}",
+            pct(r.pixel_auroc),
+            pct(r.aupro)
+        );
+    }
     println!(
         "{{\"map\":{},\"pooled\":{},\"rank_mean\":{},\"z_sum\":{},\"z_held\":{},\"z_cv\":{},\"n\":{}}}",
         auc(&map)?,
