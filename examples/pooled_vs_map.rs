@@ -83,7 +83,8 @@ fn main() -> Result<()> {
         // (the trained patch network is kept): a checkpoint saved by an older version scores
         // as this version's fit would
         let mut kept = data.clone();
-        kept.train.retain(|s| !held.iter().any(|h| h.path == s.path));
+        kept.train
+            .retain(|s| !held.iter().any(|h| h.path == s.path));
         let lp = det
             .localizer()
             .ok_or_else(|| Error::invalid_param("REFIT", "the detector has no localizer"))?
@@ -126,7 +127,10 @@ fn main() -> Result<()> {
     let mut cv = vec![0f32; kept.len()];
     for f in 0..folds {
         let (tr, te): (Vec<usize>, Vec<usize>) = (0..kept.len()).partition(|i| i % folds != f);
-        let fitted = det.density().params().fit(kept_feats.select(ndarray::Axis(0), &tr).view())?;
+        let fitted = det
+            .density()
+            .params()
+            .fit(kept_feats.select(ndarray::Axis(0), &tr).view())?;
         let s = fitted.score(kept_feats.select(ndarray::Axis(0), &te).view())?;
         for (j, &i) in te.iter().enumerate() {
             cv[i] = s[j];

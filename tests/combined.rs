@@ -1,11 +1,11 @@
 //! `ImageScore::Combined`: the map and pooled scores, each standardised by normal images'
-//! statistics, summed. Checked against the two parts the detector reports and statistics
+//! statistics, summed with the pooled one weighted by images per dimension. Checked against the two parts the detector reports and statistics
 //! computed here by hand; the statistics survive a checkpoint and a damaged one is refused.
 use cutpaste::data::synthetic::{SyntheticKind, SyntheticSpec};
+use cutpaste::detector::{ScaleSource, ScoreScale, Standardiser};
 use cutpaste::localize::LocalizerParams;
 use cutpaste::model::{FastPath, Precision, TrainParams};
 use cutpaste::prelude::*;
-use cutpaste::detector::{ScaleSource, ScoreScale, Standardiser};
 use image::RgbImage;
 use serde_json::Value;
 
@@ -69,12 +69,15 @@ fn combined_scores_are_the_standardised_parts_summed_and_survive_a_checkpoint() 
     // all 14 training images give map statistics (≤ 64) and cross-validated pooled ones
     assert_eq!((scale.map.n, scale.pooled.n), (14, 14));
     assert!(scale.map.sd > 0.0 && scale.pooled.sd > 0.0);
+    // 14 training images for a 512-d pooled Gaussian: the pooled z-score weighs 14/512
+    assert_eq!(scale.pooled_weight, 14.0 / 512.0);
 
     let (map, pooled) = det.score_parts(&test).unwrap().expect("has a localizer");
     let scores = det.score_batch(&test).unwrap();
     for i in 0..test.len() {
         let by_hand = ((f64::from(map[i]) - scale.map.mean) / scale.map.sd
-            + (f64::from(pooled[i]) - scale.pooled.mean) / scale.pooled.sd) as f32;
+            + 14.0 / 512.0 * (f64::from(pooled[i]) - scale.pooled.mean) / scale.pooled.sd)
+            as f32;
         assert!(close(scores[i], by_hand), "{i}: {} vs {by_hand}", scores[i]);
     }
 
@@ -84,14 +87,24 @@ fn combined_scores_are_the_standardised_parts_summed_and_survive_a_checkpoint() 
     det.set_threshold(1.0).unwrap();
     let new = det.fit_score_scale(&held).unwrap();
     assert_eq!(new.source, ScaleSource::HeldOut);
-    assert!(det.threshold().is_none(), "a threshold set on the old scale is cleared");
+    assert!(
+        det.threshold().is_none(),
+        "a threshold set on the old scale is cleared"
+    );
     let (hm, hp) = det.score_parts(&held).unwrap().unwrap();
     let ((mm, ms), (pm, ps)) = (mean_sd(&hm), mean_sd(&hp));
-    assert!((new.map.mean - mm).abs() <= 1e-9 * mm.abs().max(1.0), "{new:?}");
+    assert!(
+        (new.map.mean - mm).abs() <= 1e-9 * mm.abs().max(1.0),
+        "{new:?}"
+    );
     assert!((new.map.sd - ms).abs() <= 1e-9 * ms.max(1.0));
     assert!((new.pooled.mean - pm).abs() <= 1e-9 * pm.abs().max(1.0));
     assert!((new.pooled.sd - ps).abs() <= 1e-9 * ps.max(1.0));
     assert_eq!((new.map.n, new.pooled.n), (4, 4));
+    assert_eq!(
+        new.pooled_weight, scale.pooled_weight,
+        "the weight is fit's"
+    );
     // the held-out images' combined scores now have mean 0
     let z = det.score_batch(&held).unwrap();
     assert!(z.iter().sum::<f32>().abs() < 1e-3, "{z:?}");
@@ -115,10 +128,13 @@ fn combined_scores_are_the_standardised_parts_summed_and_survive_a_checkpoint() 
         other => panic!("expected a checkpoint error, got {:?}", other.err()),
     }
     let zero_sd = with_params(&bytes, |p| p["score_scale"]["map"]["sd"] = 0.0.into());
-    assert!(matches!(
-        Detector::from_bytes(&zero_sd, Device::Cpu),
-        Err(Error::Checkpoint { .. })
-    ));
+    let big_weight = with_params(&bytes, |p| p["score_scale"]["pooled_weight"] = 2.0.into());
+    for damaged in [zero_sd, big_weight] {
+        assert!(matches!(
+            Detector::from_bytes(&damaged, Device::Cpu),
+            Err(Error::Checkpoint { .. })
+        ));
+    }
 }
 
 #[test]

@@ -290,8 +290,8 @@ impl Detector {
         if det.params_used().image_score == ImageScore::Combined && !valid_scale(meta.score_scale) {
             return Err(bad(
                 path,
-                "image_score Combined without a finite score_scale (mean, sd > 0) in the \
-                 metadata: the file is damaged; save the detector again",
+                "image_score Combined without a valid score_scale (finite means, sd > 0, pooled_weight \
+                 in [0, 1]) in the metadata: the file is damaged; save the detector again",
             ));
         }
         det.threshold = meta.threshold.filter(|t| t.is_finite());
@@ -300,13 +300,9 @@ impl Detector {
     }
 }
 
-/// Whether `scale` is present with finite means and positive finite deviations.
+/// Whether `scale` is present and [valid](ScoreScale::is_valid).
 fn valid_scale(scale: Option<ScoreScale>) -> bool {
-    scale.is_some_and(|s| {
-        [s.map, s.pooled]
-            .iter()
-            .all(|z| z.mean.is_finite() && z.sd.is_finite() && z.sd > 0.0)
-    })
+    scale.is_some_and(|s| s.is_valid())
 }
 
 /// The `format`, `format_version` and `params` metadata of a detector checkpoint.

@@ -32,7 +32,8 @@ pub(crate) struct TrainArgs {
     recipe: Recipe,
     /// Image score of the dense recipe: `combined` (default: the map's top-1 % mean plus the
     /// pooled Gaussian of the whole image at --size, each standardised by its mean and standard
-    /// deviation on the held-out images) or `map` (the map's top-1 % mean alone).
+    /// deviation over the training images, the pooled one weighted by min(1, images / 512))
+    /// or `map` (the map's top-1 % mean alone).
     #[arg(long, value_enum)]
     image_score: Option<DenseScore>,
     /// Square side images are resized to for the image model (paper: 256; with the dense
@@ -320,9 +321,11 @@ fn detector_params(a: &TrainArgs) -> Result<DetectorParams, Box<dyn std::error::
         (true, Some(DenseScore::Map)) => params.image_score(ImageScore::Map),
         (false, None) => params,
         (false, Some(_)) => {
-            return Err("--image-score applies to the dense recipe; --recipe paper scores \
+            return Err(
+                "--image-score applies to the dense recipe; --recipe paper scores \
                         images by the pooled features"
-                .into())
+                    .into(),
+            )
         }
     })
 }
@@ -369,10 +372,6 @@ pub(crate) fn run(a: TrainArgs) -> Result<Outcome, Box<dyn std::error::Error>> {
     } else {
         cutpaste::data::load_all_native(&held_out)?
     };
-    if detector.score_scale().is_some() && held_out.len() >= 2 {
-        // the held-out images estimate new normal images' scores better than fit's estimate
-        detector.fit_score_scale(&normal)?;
-    }
     let t = match threshold {
         Threshold::Synthetic => Some(detector.threshold_from_synthetic(&normal, a.seed)?),
         Threshold::Quantile(q) => Some(detector.threshold_from_quantile(&normal, q)?),
