@@ -85,11 +85,16 @@ fn main() -> Result<()> {
         let mut kept = data.clone();
         kept.train
             .retain(|s| !held.iter().any(|h| h.path == s.path));
-        let lp = det
+        let mut lp = det
             .localizer()
             .ok_or_else(|| Error::invalid_param("REFIT", "the detector has no localizer"))?
             .params()
             .clone();
+        match std::env::var("LOC_COV").as_deref() {
+            Ok("diagonal") => lp = lp.covariance(PatchCovariance::Diagonal),
+            Ok("full") => lp = lp.covariance(PatchCovariance::Full),
+            _ => {}
+        }
         det.refit_localizer(lp, &kept)?;
     }
     let labels: Vec<bool> = data.test.iter().map(|s| s.is_anomalous()).collect();
