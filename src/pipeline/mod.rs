@@ -101,9 +101,10 @@ pub enum ImageScore {
     /// **[our choice for CPU budgets]** Both scores of one network: [`Map`](Self::Map)'s and
     /// the pooled density of the same patch model's features of the whole image at the input
     /// side, each standardised by its mean and standard deviation over normal images, summed
-    /// (see [`ScoreScale`](crate::detector::ScoreScale) for where the statistics come from).
-    /// The map finds small local defects; the pooled score finds defects that change the
-    /// whole image. Needs a localizer, like `Map`.
+    /// with the pooled one weighted by `min(1, training images / 512)` (see
+    /// [`ScoreScale`](crate::detector::ScoreScale) for where the statistics come from). The
+    /// map finds small local defects; the pooled score finds defects that change the whole
+    /// image. Needs a localizer, like `Map`. The CLI's dense recipe uses it.
     Combined,
 }
 
