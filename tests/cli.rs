@@ -1,6 +1,7 @@
 //! The `cutpaste` binary end to end on a tiny synthetic category (32 px, 2 steps, CPU):
 //! train → eval → predict, plus the exit codes and messages of the failure paths.
 use cutpaste::data::synthetic::{SyntheticKind, SyntheticSpec};
+use cutpaste::prelude::{ImageScore, PatchCovariance};
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -367,6 +368,29 @@ fn learning_rate_and_batch_images_reach_both_models_and_the_checkpoint() {
         4,
         "--batch-images sets the patch model's crops per step"
     );
+    // the dense recipe's defaults: diagonal patch covariances, the combined image score
+    assert_eq!(lp.get_covariance(), PatchCovariance::Diagonal);
+    assert_eq!(used.get_image_score(), ImageScore::Combined);
+    assert!(det.score_scale().is_some());
+    // and the options that change them reach the checkpoint
+    let o = train(
+        &data,
+        &model,
+        &[
+            "--localizer-covariance",
+            "full",
+            "--image-score",
+            "map",
+            "--threshold",
+            "none",
+            "--force",
+        ],
+    );
+    assert!(o.status.success(), "train failed: {}", stderr(&o));
+    let det = cutpaste::prelude::Detector::load(&model, tch::Device::Cpu).unwrap();
+    let lp = det.localizer().unwrap().params();
+    assert_eq!(lp.get_covariance(), PatchCovariance::Full);
+    assert_eq!(det.params_used().get_image_score(), ImageScore::Map);
     let o = train(&data, &model, &["--learning-rate", "0", "--force"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("learning_rate"), "{}", stderr(&o));

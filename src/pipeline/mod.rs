@@ -232,9 +232,9 @@ impl DetectorParams {
         /// Seed of everything random (initialisation, augmentations, batches).
         seed: u64
     );
-    setter!(
+    accessors!(
         /// Where the image score comes from (default: the paper's pooled features).
-        image_score: ImageScore
+        image_score, get_image_score: ImageScore
     );
 
     /// Precision and memory layout of the forward pass (default: [`FastPath::auto`]).
