@@ -658,7 +658,9 @@ proptest! {
 /// map scores rewritten after the localizer Gaussians' precision fix):
 /// [`tiny_params`] with a tiny dense localizer, threshold 1.5.
 fn fixture_detector(ds: &Dataset) -> Detector {
+    // full covariances, as when the fixtures were written (dense() now defaults to diagonal)
     let loc = LocalizerParams::dense()
+        .covariance(PatchCovariance::Full)
         .steps(2)
         .batch_images(2)
         .pca_dim(8)
