@@ -24,6 +24,19 @@ pub(crate) fn l2_normalize_rows<A: NdFloat>(x: &mut Array2<A>) {
 pub(crate) fn principal_axes(x: ArrayView2<f64>, k: usize) -> Result<(Array1<f64>, Array2<f64>)> {
     let (n, d) = x.dim();
     debug_assert!(k <= d, "principal_axes: k = {k} > d = {d}");
+    if let Some(bad) = x.iter().position(|v| !v.is_finite()) {
+        // LAPACK's eigensolver fails on these with a bare return code
+        return Err(Error::invalid_input(
+            "features",
+            format!(
+                "{} of the {n}x{d} features are not finite (first: row {}), so no principal axes: \
+                 the network produced NaN/inf (seen after 1-step training at a 32 px working \
+                 size); train longer or at a larger working size",
+                x.iter().filter(|v| !v.is_finite()).count(),
+                bad / d.max(1)
+            ),
+        ));
+    }
     let mean = x.mean_axis(Axis(0)).unwrap_or_else(|| Array1::zeros(d));
     let xc = &x - &mean;
     // [d, n] · [n, d] -> [d, d]

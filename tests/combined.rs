@@ -9,6 +9,8 @@ use cutpaste::prelude::*;
 use image::RgbImage;
 use serde_json::Value;
 
+mod common;
+
 fn spec() -> SyntheticSpec {
     SyntheticSpec::new(SyntheticKind::Part)
         .side(64)
@@ -120,15 +122,17 @@ fn combined_scores_are_the_standardised_parts_summed_and_survive_a_checkpoint() 
     }
 
     // a Combined checkpoint without its statistics is refused, naming what is missing
-    let damaged = with_params(&bytes, |p| p["score_scale"] = Value::Null);
+    let damaged = common::edit_checkpoint_params(&bytes, |p| p["score_scale"] = Value::Null);
     match Detector::from_bytes(&damaged, Device::Cpu) {
         Err(e @ Error::Checkpoint { .. }) => {
             assert!(e.to_string().contains("score_scale"), "{e}")
         }
         other => panic!("expected a checkpoint error, got {:?}", other.err()),
     }
-    let zero_sd = with_params(&bytes, |p| p["score_scale"]["map"]["sd"] = 0.0.into());
-    let big_weight = with_params(&bytes, |p| p["score_scale"]["pooled_weight"] = 2.0.into());
+    let zero_sd =
+        common::edit_checkpoint_params(&bytes, |p| p["score_scale"]["map"]["sd"] = 0.0.into());
+    let big_weight =
+        common::edit_checkpoint_params(&bytes, |p| p["score_scale"]["pooled_weight"] = 2.0.into());
     for damaged in [zero_sd, big_weight] {
         assert!(matches!(
             Detector::from_bytes(&damaged, Device::Cpu),
@@ -168,19 +172,4 @@ fn standardising_on_one_image_is_refused_by_name() {
     assert!(e.to_string().contains("at least 2"), "{e}");
     assert_eq!(det.score_scale().unwrap().source, ScaleSource::Training);
     let _ = Standardiser::fit(&[1.0, 2.0], "x").unwrap();
-}
-
-/// `bytes` with its `params` metadata edited by `edit`.
-fn with_params(bytes: &[u8], edit: impl Fn(&mut Value)) -> Vec<u8> {
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let mut header: Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
-    let mut params: Value =
-        serde_json::from_str(header["__metadata__"]["params"].as_str().unwrap()).unwrap();
-    edit(&mut params);
-    header["__metadata__"]["params"] = Value::from(params.to_string());
-    let json = header.to_string().into_bytes();
-    let mut out = (json.len() as u64).to_le_bytes().to_vec();
-    out.extend_from_slice(&json);
-    out.extend_from_slice(&bytes[8 + n..]);
-    out
 }

@@ -26,6 +26,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 
+mod common;
+
 /// Records the largest single allocation made on each thread (Rust allocations; libtorch's own
 /// C++ allocations are bounded by the checkpoint checks instead).
 struct Tracking;
@@ -561,17 +563,7 @@ fn bomb_under_the_decoder_limit_is_refused_including_the_conversion() {
 
 /// Rewrites one field of the `params` metadata of the checkpoint.
 fn with_param(edit: impl Fn(&mut Value)) -> Vec<u8> {
-    let (bytes, _) = checkpoint();
-    let (mut header, data) = split_header(bytes);
-    let mut params: Value =
-        serde_json::from_str(header["__metadata__"]["params"].as_str().unwrap()).unwrap();
-    edit(&mut params);
-    header["__metadata__"]["params"] = Value::from(params.to_string());
-    let json = header.to_string().into_bytes();
-    let mut out = (json.len() as u64).to_le_bytes().to_vec();
-    out.extend_from_slice(&json);
-    out.extend_from_slice(&bytes[data..]);
-    out
+    common::edit_checkpoint_params(&checkpoint().0, edit)
 }
 
 fn checkpoint_error(bytes: &[u8], needle: &str) {

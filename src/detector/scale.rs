@@ -18,7 +18,7 @@
 //! The pooled z-score is weighted by `min(1, n / d)` ([`pooled_weight`]): `n` training images
 //! for a `d`-dimensional Gaussian (d = 512). With fewer images than dimensions the covariance is
 //! mostly shrinkage, and the pooled score is a weak detector (mpdd/metal_plate, 49 images: image
-//! AUROC 72 pooled against 99.6 from the map); the weight lets the map decide there, and gives
+//! AUROC 72 pooled against 99.4 from the map); the weight lets the map decide there, and gives
 //! both scores equal say from `d` images up. Measured in docs/results.md.
 //!
 //! [`ImageScore::Combined`]: crate::pipeline::ImageScore::Combined
