@@ -12,6 +12,7 @@
 //! `z_cv` standardises the map by the kept training images' scores and the pooled score by its
 //! 5-fold cross-validated scores (what `fit` alone can do). With `POOLED_VS_MAP_DUMP=FILE` set,
 //! every score is also written to FILE as JSON.
+use cutpaste::detector::Standardiser;
 use cutpaste::metrics::roc_auc;
 use cutpaste::prelude::*;
 
@@ -29,7 +30,7 @@ fn ranks(v: &[f32]) -> Vec<f32> {
     r
 }
 
-/// (map, pooled) scores of `samples`, in batches of 32.
+/// (map, pooled) scores of `samples` ([`Detector::score_parts`]), in batches of 32 files.
 fn both_scores(det: &Detector, samples: &[cutpaste::data::Sample]) -> Result<(Vec<f32>, Vec<f32>)> {
     let (mut map, mut pooled) = (Vec::new(), Vec::new());
     for chunk in samples.chunks(32) {
@@ -37,26 +38,19 @@ fn both_scores(det: &Detector, samples: &[cutpaste::data::Sample]) -> Result<(Ve
             .iter()
             .map(|s| cutpaste::data::load_rgb(&s.path))
             .collect::<Result<Vec<_>>>()?;
-        map.extend(det.score_batch(&images)?);
-        let features = det.embed(&images)?; // [n, 512] pooled
-        pooled.extend(det.density().score(features.view())?);
+        let (m, p) = det
+            .score_parts(&images)?
+            .ok_or_else(|| Error::invalid_param("CHECKPOINT", "the detector has no localizer"))?;
+        map.extend(m);
+        pooled.extend(p);
     }
     Ok((map, pooled))
 }
 
-/// `(v − mean(reference)) / std(reference)`.
-fn standardise(v: &[f32], reference: &[f32]) -> Vec<f32> {
-    let n = reference.len().max(1) as f64;
-    let mean = reference.iter().map(|&x| f64::from(x)).sum::<f64>() / n;
-    let var = reference
-        .iter()
-        .map(|&x| (f64::from(x) - mean).powi(2))
-        .sum::<f64>()
-        / n;
-    let sd = var.sqrt().max(1e-12);
-    v.iter()
-        .map(|&x| ((f64::from(x) - mean) / sd) as f32)
-        .collect()
+/// `(v − mean(reference)) / std(reference)` ([`Standardiser`]).
+fn standardise(v: &[f32], reference: &[f32]) -> Result<Vec<f32>> {
+    let z = Standardiser::fit(reference, "reference scores")?;
+    Ok(v.iter().map(|&x| z.apply(x)).collect())
 }
 
 fn main() -> Result<()> {
@@ -102,14 +96,14 @@ fn main() -> Result<()> {
     let (train_map, train_pooled) = both_scores(&det, &data.train)?;
     let (held_map, held_pooled) = both_scores(&det, &held)?;
     let (hm, hp) = (
-        standardise(&map, &held_map),
-        standardise(&pooled, &held_pooled),
+        standardise(&map, &held_map)?,
+        standardise(&pooled, &held_pooled)?,
     );
     let z_held: Vec<f32> = hm.iter().zip(&hp).map(|(a, b)| a + b).collect();
     // standardise each score by the training images' scores (no test statistics), then sum
     let (zm, zp) = (
-        standardise(&map, &train_map),
-        standardise(&pooled, &train_pooled),
+        standardise(&map, &train_map)?,
+        standardise(&pooled, &train_pooled)?,
     );
     let z_sum: Vec<f32> = zm.iter().zip(&zp).map(|(a, b)| a + b).collect();
     // what `fit` alone can compute: the kept (trained-on) images' in-sample map scores, and
@@ -141,7 +135,7 @@ fn main() -> Result<()> {
             cv[i] = s[j];
         }
     }
-    let (cm, cp) = (standardise(&map, &kept_map), standardise(&pooled, &cv));
+    let (cm, cp) = (standardise(&map, &kept_map)?, standardise(&pooled, &cv)?);
     let z_cv: Vec<f32> = cm.iter().zip(&cp).map(|(a, b)| a + b).collect();
     let mean = |v: &[f32]| v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len().max(1) as f64;
     eprintln!(

@@ -299,30 +299,32 @@ impl Detector {
         if images.is_empty() {
             return Ok(Vec::new());
         }
-        let pooled = |images: &[RgbImage]| -> Result<Vec<f32>> {
-            Ok(self.density.score(self.embed(images)?.view())?.to_vec())
-        };
+        if self.params.image_score == ImageScore::Combined {
+            let scale = self.combined_scale()?;
+            let (map, pooled) = self.score_parts(images)?.ok_or_else(|| {
+                Error::internal("ImageScore::Combined without a localizer (check() requires one)")
+            })?;
+            return Ok(map
+                .iter()
+                .zip(&pooled)
+                .map(|(&m, &p)| scale.combine(m, p))
+                .collect());
+        }
         let Some(loc) = self.map_scored() else {
-            return pooled(images);
+            return Ok(self.density.score(self.embed(images)?.view())?.to_vec());
         };
         let mut out = Vec::with_capacity(images.len());
         for chunk in images.chunks(SCORE_BATCH) {
-            let map = loc.image_scores(chunk)?;
-            match (self.params.image_score, &self.score_scale) {
-                (ImageScore::Combined, Some(scale)) => out.extend(
-                    map.iter()
-                        .zip(pooled(chunk)?)
-                        .map(|(&m, p)| scale.combine(m, p)),
-                ),
-                (ImageScore::Combined, None) => {
-                    return Err(Error::internal(
-                        "ImageScore::Combined without its score scale (fit and load set one)",
-                    ))
-                }
-                _ => out.extend(map),
-            }
+            out.extend(loc.image_scores(chunk)?);
         }
         Ok(out)
+    }
+
+    /// [`ImageScore::Combined`]'s statistics, which fit and load always set.
+    fn combined_scale(&self) -> Result<ScoreScale> {
+        self.score_scale.ok_or_else(|| {
+            Error::internal("ImageScore::Combined without its score scale (fit and load set one)")
+        })
     }
 
     /// The two scores of each image (map, pooled) that [`ImageScore::Combined`] adds after
@@ -349,8 +351,9 @@ impl Detector {
     /// **not** used in training (at least 2; e.g. a held-out share of the training folder),
     /// instead of `fit`'s estimate from the training images (the pooled weight stays). With few
     /// images the estimate is noisy: measured on the dev sets, `fit`'s is as good as one from
-    /// 10 % of the training folder. Set it before any threshold, which depends on it: an existing threshold is
-    /// cleared. Errors ([`Error::InvalidParam`] `image_score`) for the other image scores.
+    /// 10 % of the training folder. Set it before any threshold, which depends on it: an
+    /// existing threshold is cleared. Errors ([`Error::InvalidParam`] `image_score`) for the
+    /// other image scores.
     pub fn fit_score_scale(&mut self, normals: &[RgbImage]) -> Result<ScoreScale> {
         if self.params.image_score != ImageScore::Combined {
             return Err(Error::invalid_param(
@@ -361,9 +364,7 @@ impl Detector {
                 ),
             ));
         }
-        let pooled_weight = self.score_scale.map(|s| s.pooled_weight).ok_or_else(|| {
-            Error::internal("ImageScore::Combined without its score scale (fit and load set one)")
-        })?;
+        let pooled_weight = self.combined_scale()?.pooled_weight;
         let (map, pooled) = self.score_parts(normals)?.ok_or_else(|| {
             Error::internal("ImageScore::Combined without a localizer (check() requires one)")
         })?;

@@ -256,7 +256,9 @@ impl Detector {
         .with_localizer(localizer)
         .with_training_record(meta.training_record)
         .with_score_scale(meta.score_scale);
-        if det.params_used().image_score == ImageScore::Combined && !valid_scale(meta.score_scale) {
+        if det.params_used().image_score == ImageScore::Combined
+            && !meta.score_scale.is_some_and(|s| s.is_valid())
+        {
             return Err(bad(
                 path,
                 "image_score Combined without a valid score_scale (finite means, sd > 0, pooled_weight \
@@ -267,11 +269,6 @@ impl Detector {
         det.calibration = meta.calibration.filter(|_| det.threshold.is_some());
         Ok(det)
     }
-}
-
-/// Whether `scale` is present and [valid](ScoreScale::is_valid).
-fn valid_scale(scale: Option<ScoreScale>) -> bool {
-    scale.is_some_and(|s| s.is_valid())
 }
 
 /// The `format`, `format_version` and `params` metadata of a detector checkpoint.
