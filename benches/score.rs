@@ -39,7 +39,9 @@
 //! `../shared/data/mvtec/bottle/test`; synthetic images when absent), `CUTPASTE_BENCH_THREADS`
 //! (intra-op threads, default: all cores), `CUTPASTE_BENCH_TRAIN_STEPS` (default 2),
 //! `CUTPASTE_BENCH_TRAIN_IMAGES` (training images used, default 64; the reference fits its
-//! Gaussian on as many), `CUTPASTE_BENCH_CONFIGS` (default `ours,ref,ref-cl`),
+//! Gaussian on as many), `CUTPASTE_BENCH_CONFIGS` (default `ours,ref,ref-cl`; also
+//! `ours-fp32cl` and `ours-bf16cl`, ours trained and scored on that fast path instead of `auto`,
+//! and `ref-bf16cl`, the reference under bf16 autocast + channels-last),
 //! `CUTPASTE_BENCH_PYTHON` (default `.venv-ref/bin/python`; `none` skips the reference).
 mod common;
 use common::{env_or, env_usize, median, peak_rss_mib, threads};
@@ -48,7 +50,7 @@ use common::{env_or, env_usize, median, peak_rss_mib, threads};
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use cutpaste::detector::SCORE_BATCH;
-use cutpaste::model::{Control, FastPath, ToySource, TrainParams};
+use cutpaste::model::{Control, FastPath, Precision, ToySource, TrainParams};
 use cutpaste::Detector;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -121,14 +123,23 @@ fn folder_or_synthetic(
 
 /// Trains a detector at `size` with a tiny budget on the images of `train` and saves it to
 /// `checkpoint`.
-fn train_detector(size: u32, train: &Path, checkpoint: &Path) -> BoxResult<()> {
+fn train_detector(
+    size: u32,
+    train: &Path,
+    checkpoint: &Path,
+    fast_path: Option<FastPath>,
+) -> BoxResult<()> {
     let t0 = Instant::now();
     let mut images = cutpaste::data::FolderDataset::new(train)
         .open()?
         .load_train(size)?;
     images.truncate(env_usize("CUTPASTE_BENCH_TRAIN_IMAGES", 64).max(2));
     let steps = env_usize("CUTPASTE_BENCH_TRAIN_STEPS", 2).max(1);
-    let detector = Detector::params()
+    let mut params = Detector::params();
+    if let Some(f) = fast_path {
+        params = params.fast_path(f);
+    }
+    let detector = params
         .image_size(size)
         .device(tch::Device::Cpu)
         .batch_images(8)
@@ -223,7 +234,7 @@ fn python() -> Option<String> {
 fn reference(
     python: &str,
     size: u32,
-    channels_last: bool,
+    (channels_last, bf16): (bool, bool),
     dir: &Path,
     train: &Path,
 ) -> Option<Value> {
@@ -259,6 +270,9 @@ fn reference(
     if channels_last {
         cmd.arg("--channels-last");
     }
+    if bf16 {
+        cmd.arg("--bf16");
+    }
     match cmd.stderr(Stdio::inherit()).output() {
         Ok(out) if out.status.success() => json_line(&out),
         Ok(out) => {
@@ -286,6 +300,7 @@ fn summary(size: u32, ours: Option<&Value>, refs: &[Value]) {
         "ratio": ips(ours) / ips(best), "size": size, "n_images": ours["n_images"],
         "ours_images_per_sec": ips(ours), "ours_fast_path": ours["fast_path"],
         "reference_images_per_sec": ips(best), "reference_channels_last": best["channels_last"],
+        "reference_precision": best["precision"],
         "reference_workers": best["workers"], "threads": threads(),
     });
     println!("{line}");
@@ -331,20 +346,51 @@ fn want(config: &str) -> bool {
         .any(|x| x.trim() == config)
 }
 
-/// Everything for one size: train, ours, the reference in both layouts, the summary.
+/// Our configurations: `ours` is [`FastPath::auto`], the others force one fast path (the
+/// detector is trained and scored on it).
+const OURS: [(&str, Option<FastPath>); 3] = [
+    ("ours", None),
+    (
+        "ours-fp32cl",
+        Some(FastPath {
+            precision: Precision::Fp32,
+            channels_last: true,
+        }),
+    ),
+    (
+        "ours-bf16cl",
+        Some(FastPath {
+            precision: Precision::Bf16,
+            channels_last: true,
+        }),
+    ),
+];
+
+/// Everything for one size: train, ours, the reference in both layouts, the summary (of
+/// `ours`, the default path).
 fn bench_size(size: u32, s: &Setup) {
     let mut ours = None;
-    if want("ours") {
-        let checkpoint = s.tmp.path().join(format!("detector_{size}.safetensors"));
-        match train_detector(size, &s.train, &checkpoint) {
-            Ok(()) => ours = spawn(size, &checkpoint, &s.score, &s.data),
-            Err(e) => eprintln!("bench: training at {size}px failed: {e}"),
+    for (name, fast_path) in OURS.into_iter().filter(|(name, _)| want(name)) {
+        let checkpoint = s.tmp.path().join(format!("{name}_{size}.safetensors"));
+        match train_detector(size, &s.train, &checkpoint, fast_path) {
+            Ok(()) => {
+                let line = spawn(size, &checkpoint, &s.score, &s.data);
+                if name == "ours" {
+                    ours = line;
+                }
+            }
+            Err(e) => eprintln!("bench: training {name} at {size}px failed: {e}"),
         }
     }
     let mut refs = vec![];
-    for (name, cl) in [("ref", false), ("ref-cl", true)] {
+    let configs = [
+        ("ref", (false, false)),
+        ("ref-cl", (true, false)),
+        ("ref-bf16cl", (true, true)),
+    ];
+    for (name, path) in configs {
         if let Some(py) = s.python.as_deref().filter(|_| want(name)) {
-            refs.extend(reference(py, size, cl, &s.score, &s.train));
+            refs.extend(reference(py, size, path, &s.score, &s.train));
         }
     }
     summary(size, ours.as_ref(), &refs);

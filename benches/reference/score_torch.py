@@ -20,6 +20,9 @@ with both in `by_workers`. Prints one JSON line.
     .venv-ref/bin/python benches/reference/score_torch.py --size 128 --channels-last \
         --dir ../shared/data/mvtec/bottle/test/broken_large
 
+`--bf16` runs the forward under CPU autocast to bfloat16 (the features are cast back to fp32
+before the density), PyTorch's fastest path on CPUs with AMX.
+
 Needs torch 2.11 and torchvision 0.26 with pillow and numpy.
 """
 import argparse
@@ -84,11 +87,12 @@ def loader(paths, a, workers):
                                        num_workers=workers)
 
 
-def embed(model, batches, fmt):
+def embed(model, batches, fmt, bf16=False):
     with torch.inference_mode():
         for x in batches:
-            features, _logits = model(x.contiguous(memory_format=fmt))
-            yield torch.nn.functional.normalize(features, p=2, dim=1)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                features, _logits = model(x.contiguous(memory_format=fmt))
+            yield torch.nn.functional.normalize(features.float(), p=2, dim=1)
 
 
 def ledoit_wolf(x):
@@ -109,7 +113,7 @@ def fit_gaussian(model, a, fmt):
     """(mean, precision) fitted on the training embeddings; not timed."""
     paths = list_images(a.train)[: a.fit_images] if os.path.isdir(a.train) else []
     if len(paths) >= 2:
-        x = torch.cat(list(embed(model, loader(paths, a, 0), fmt))).double()
+        x = torch.cat(list(embed(model, loader(paths, a, 0), fmt, a.bf16))).double()
     else:
         x = torch.nn.functional.normalize(torch.randn(max(a.fit_images, 2), 512, dtype=torch.float64), dim=1)
     mean = x.mean(0)
@@ -117,9 +121,9 @@ def fit_gaussian(model, a, fmt):
     return mean.float(), precision.float(), len(paths) if len(paths) >= 2 else 0
 
 
-def score_pass(model, batches, fmt, mean, precision):
+def score_pass(model, batches, fmt, mean, precision, bf16=False):
     scores = []
-    for f in embed(model, batches, fmt):
+    for f in embed(model, batches, fmt, bf16):
         d = f - mean
         scores.append(((d @ precision) * d).sum(1))
     return torch.cat(scores)
@@ -127,11 +131,11 @@ def score_pass(model, batches, fmt, mean, precision):
 
 def measure(model, paths, a, fmt, gauss, workers):
     """images/s and ms/image medians over `reps` timed passes with `workers` loader workers."""
-    score_pass(model, loader(paths[: a.warmup], a, workers), fmt, *gauss)
+    score_pass(model, loader(paths[: a.warmup], a, workers), fmt, *gauss, a.bf16)
     ips, ms = [], []
     for rep in range(a.reps):
         t = time.perf_counter()
-        scores = score_pass(model, loader(paths, a, workers), fmt, *gauss)
+        scores = score_pass(model, loader(paths, a, workers), fmt, *gauss, a.bf16)
         dt = time.perf_counter() - t
         assert scores.shape[0] == len(paths) and bool(torch.isfinite(scores).all())
         ips.append(len(paths) / dt)
@@ -145,6 +149,7 @@ def main():
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--bf16", action="store_true", help="forward under CPU autocast to bfloat16")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=32, help="images of the warm-up pass")
     ap.add_argument("--batch", type=int, default=32)
@@ -166,6 +171,7 @@ def main():
     child_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     print(json.dumps({
         "impl": "pytorch", "size": a.size, "threads": a.threads, "channels_last": a.channels_last,
+        "precision": "Bf16" if a.bf16 else "Fp32",
         "batch": a.batch, "n_images": len(paths), "warmup": min(a.warmup, len(paths)), "reps": a.reps,
         "workers": best, **by_workers[best], "by_workers": {str(w): v for w, v in by_workers.items()},
         "peak_rss_mib": (self_kb + child_kb) / 1024, "self_peak_rss_mib": self_kb / 1024,

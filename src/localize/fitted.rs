@@ -10,7 +10,7 @@ use crate::data::synthetic::mix;
 use crate::data::Normalization;
 use crate::error::{Error, Result};
 use crate::heatmap::AnomalyMap;
-use crate::model::{train, Classifier, Control};
+use crate::model::{Classifier, Control};
 use crate::pipeline::budget::{self, plan_steps, Deadline, PROBE_IMAGES};
 use crate::pipeline::{FitEvent, StageRecord, ValidDetectorParams};
 use image::RgbImage;
@@ -350,31 +350,26 @@ fn train_patch_model(
         .map(|c| c.for_stage("patch"));
     training.budget = None;
     let norm = training.normalization;
-    let mut record = match deadline {
+    let record = match deadline {
         Some(d) => {
             let probe = &images[..PROBE_IMAGES.min(images.len())];
             let post = images.len() + lp.pca_images.min(images.len());
-            let rec = plan_steps(
+            plan_steps(
                 "localizer",
                 d,
                 1.0,
                 &config,
                 det.device,
                 &mut source,
-                &training,
+                &mut training,
                 post,
                 |c| features_of(c, &norm, lp, probe).map(|_| ()),
-            )?;
-            training.steps = rec.planned_steps;
-            rec
+            )?
         }
         None => budget::fixed("localizer", lp.steps),
     };
-    let t = std::time::Instant::now();
-    let report = train(&mut classifier, &mut source, &training, |p| {
+    let record = budget::train_stage(&mut classifier, &mut source, &training, record, |p| {
         callback(&FitEvent::LocalizerTrain(p.clone()))
     })?;
-    record.train_seconds = t.elapsed().as_secs_f64();
-    record.stopped_at = report.stopped_at;
     Ok((classifier, record))
 }

@@ -6,7 +6,8 @@ use super::checkpoint;
 use super::classifier::Classifier;
 use super::feed::{with_prefetch, Feed, FeedSpec, Prefetch, Prepared};
 use super::layers::scalar;
-use super::optim::{cosine_lr, Sgd};
+use super::optim::Sgd;
+use super::pace::{Pace, Replan, Schedule, PACE_EVERY};
 use super::source::BatchSource;
 use crate::data::Normalization;
 use crate::error::{Error, Result};
@@ -84,6 +85,10 @@ pub struct TrainParams {
     pub(crate) budget: Option<Duration>,
     /// How batches are prepared ahead of the network; `None` is [`Prefetch::auto`].
     pub(crate) prefetch: Option<Prefetch>,
+    /// Set by a budgeted fit: re-plan the step count to end training at a deadline
+    /// (`model::pace`). Never with a checkpoint policy (a resumed run must find its schedule).
+    #[serde(skip)]
+    pub(crate) pace: Option<Pace>,
 }
 
 impl TrainParams {
@@ -99,13 +104,16 @@ impl TrainParams {
             checkpoint: None,
             budget: None,
             prefetch: None,
+            pace: None,
         }
     }
 
     /// **[our choice]** Trains for a wall-clock budget for the whole `fit` (training, feature
     /// extraction, density), e.g. `Duration::from_secs(600)`, instead of a step count:
     /// `DetectorParams::fit` measures the step time and plans the number of steps so the fit
-    /// ends within it (then [`steps`](Self::steps) is ignored). Without one (the default) it
+    /// ends within it (then [`steps`](Self::steps) is ignored), and the run re-plans every
+    /// [`PACE_EVERY`](crate::model::PACE_EVERY) steps from its own step time so that training
+    /// ends when planned (`model::pace`). Without one (the default) it
     /// trains exactly `steps` steps. See `pipeline::budget`. At least 1 s.
     pub fn budget(mut self, budget: Duration) -> Self {
         self.budget = Some(budget);
@@ -232,7 +240,8 @@ impl Default for TrainParams {
 pub struct Progress {
     /// Completed steps so far (1-based: 1 after the first step).
     pub step: usize,
-    /// Total steps of the run.
+    /// Total steps of the run (of a budgeted fit's paced run: the current plan, which
+    /// re-plans may change).
     pub steps: usize,
     /// Cross-entropy of this step's batch (before the update).
     pub loss: f64,
@@ -285,6 +294,9 @@ pub struct TrainReport {
     /// (of `params.steps`): the weights are those after that step. `None` when the run ended
     /// at its last step.
     pub stopped_at: Option<usize>,
+    /// How a budgeted fit's run changed its step count to end at its deadline, in order (empty
+    /// for a run of `params.steps`). The last one's `steps` is the number of steps trained.
+    pub replans: Vec<Replan>,
 }
 
 /// Trains `classifier` on batches from `source` (PAPER.md stage 1).
@@ -328,6 +340,7 @@ pub fn train<S: BatchSource>(
             accuracies: vec![],
             elapsed: Duration::ZERO,
             stopped_at: None,
+            replans: vec![],
         },
     };
     if start >= params.steps {
@@ -341,7 +354,13 @@ pub fn train<S: BatchSource>(
         prefetch: params.prefetch.unwrap_or_else(|| Prefetch::auto(device)),
     };
     let t0 = Instant::now();
-    with_prefetch(source, start..params.steps, spec, |feed| {
+    // a paced run may go past `params.steps`: batches are prepared until the feed is dropped
+    let end = if params.pace.is_some() && params.checkpoint.is_none() {
+        usize::MAX
+    } else {
+        params.steps
+    };
+    with_prefetch(source, start..end, spec, |feed| {
         run.steps(feed, start, &mut callback)
     })?;
     run.report.elapsed = t0.elapsed();
@@ -363,12 +382,18 @@ impl Run<'_> {
         start: usize,
         callback: &mut impl FnMut(&Progress) -> Control,
     ) -> Result<()> {
-        let total = self.params.steps;
+        let mut schedule = Schedule::new(self.params.steps);
+        let pace = self
+            .params
+            .pace
+            .filter(|_| self.params.checkpoint.is_none());
+        let mut window = (start, Instant::now());
         let mut avg_secs: Option<f64> = None;
-        for step in start..total {
+        let mut step = start;
+        while step < schedule.total() {
             let t = Instant::now();
             let batch = feed.next_batch()?;
-            let lr = cosine_lr(self.params.learning_rate, step, total);
+            let lr = schedule.learning_rate(self.params.learning_rate, step);
             let (loss, accuracy) = self.step(&batch, lr)?;
             if !loss.is_finite() {
                 return Err(Error::NonFinite {
@@ -379,7 +404,15 @@ impl Run<'_> {
             self.report.losses.push(loss);
             self.report.accuracies.push(accuracy);
             let done = step + 1;
+            step = done;
             self.maybe_checkpoint(done, false)?;
+            if done == start + 1 {
+                window = (done, Instant::now()); // the first step pays for start-up: not timed
+            }
+            if let Some(pace) = pace.filter(|_| done.is_multiple_of(PACE_EVERY)) {
+                self.repace(&pace, &mut schedule, &mut window, done);
+            }
+            let total = schedule.total();
             let dt = t.elapsed();
             let avg = avg_secs.map_or(dt.as_secs_f64(), |a| 0.9 * a + 0.1 * dt.as_secs_f64());
             avg_secs = Some(avg);
@@ -403,6 +436,32 @@ impl Run<'_> {
             }
         }
         Ok(())
+    }
+
+    /// A pace check after `done` steps: the step time over the window since the last check,
+    /// and a re-plan of `schedule` when the rest no longer fits the time left (`model::pace`).
+    fn repace(
+        &mut self,
+        pace: &Pace,
+        schedule: &mut Schedule,
+        window: &mut (usize, Instant),
+        done: usize,
+    ) {
+        let now = Instant::now();
+        let secs = now.duration_since(window.1).as_secs_f64() / (done - window.0).max(1) as f64;
+        *window = (done, now);
+        let left = pace.end.saturating_duration_since(now).as_secs_f64();
+        if let Some(steps) = Pace::replan(done, schedule.total(), secs, left) {
+            log::info!(
+                "pace: {secs:.3} s/step, {left:.0} s left after step {done}: {} -> {steps} steps",
+                schedule.total()
+            );
+            schedule.replan(done, steps);
+            self.report.replans.push(Replan {
+                at_step: done,
+                steps: schedule.total(),
+            });
+        }
     }
 
     /// One SGD step; returns (loss, accuracy) of the batch before the update.

@@ -4,12 +4,23 @@
 //! Before a model trains, `plan_steps` runs [`WARMUP_STEPS`] steps of a throw-away copy of
 //! the network on the real batch source (timing the steady-state ones) and one feature pass over [`PROBE_IMAGES`] images, then
 //! plans as many steps as fit before the deadline once the feature extraction and density fit
-//! that follow are paid for. The cosine schedule then runs over exactly the planned steps, so
-//! the learning rate still reaches 0 at the end. The plan is recorded in the checkpoint and the
-//! report ([`StageRecord`]): with `--steps` set to a recorded `planned_steps`, the same seed
-//! reproduces the run exactly, whatever the machine's speed.
+//! that follow are paid for. The cosine schedule then runs over the planned steps, so the
+//! learning rate still reaches 0 at the end.
+//!
+//! The run then paces itself (`model::pace`): every [`PACE_EVERY`](crate::model::PACE_EVERY)
+//! steps it measures its own step time and, when the rest of the plan would end more than 2 %
+//! early or late, re-plans the total so that training ends when planned. A shared machine's
+//! step time drifts by ±15 % over minutes; without pacing, 10-minute runs ended from 140 s early
+//! to 59 s late. A checkpointed run is not paced (a resumed run must find its schedule).
+//!
+//! The plan and its re-plans are recorded in the checkpoint and the report ([`StageRecord`]):
+//! with `--steps` set to a recorded `planned_steps`, the same seed reproduces a run that was
+//! never re-planned exactly, whatever the machine's speed.
 use crate::error::Result;
-use crate::model::{train, BatchSource, Classifier, ClassifierConfig, Control, TrainParams};
+use crate::model::pace::Pace;
+use crate::model::{
+    train, BatchSource, Classifier, ClassifierConfig, Control, Progress, Replan, TrainParams,
+};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 use tch::Device;
@@ -50,6 +61,10 @@ pub struct StageRecord {
     /// with `--steps planned_steps` and stopping at `step` reproduces the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_at: Option<usize>,
+    /// How the paced run changed its step count to end when planned (empty when it kept
+    /// `planned_steps`; see the module docs). The last one's `steps` is the steps trained.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replans: Vec<Replan>,
 }
 
 /// A deadline for the whole fit.
@@ -68,8 +83,8 @@ impl Deadline {
 
 /// Plans the number of steps of one stage so that training plus `n_post_images` feature passes
 /// end `share` of the way from now to the deadline (1.0 = at the deadline). `probe` runs one
-/// feature pass of [`PROBE_IMAGES`] images on a classifier. Returns the record without
-/// `train_seconds`.
+/// feature pass of [`PROBE_IMAGES`] images on a classifier. Sets `training`'s steps and pace,
+/// and returns the record without `train_seconds`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn plan_steps<S: BatchSource>(
     stage: &str,
@@ -78,7 +93,7 @@ pub(crate) fn plan_steps<S: BatchSource>(
     config: &ClassifierConfig,
     device: Device,
     source: &mut S,
-    training: &TrainParams,
+    training: &mut TrainParams,
     n_post_images: usize,
     probe: impl Fn(&Classifier) -> Result<()>,
 ) -> Result<StageRecord> {
@@ -86,6 +101,7 @@ pub(crate) fn plan_steps<S: BatchSource>(
     let mut warm = training.clone().steps(WARMUP_STEPS);
     warm.checkpoint = None;
     warm.budget = None;
+    warm.pace = None;
     let mut times = Vec::with_capacity(WARMUP_STEPS);
     train(&mut scratch, source, &warm, |p| {
         times.push(p.step_time.as_secs_f64());
@@ -99,6 +115,10 @@ pub(crate) fn plan_steps<S: BatchSource>(
     let left = deadline.left() * share.clamp(0.0, 1.0);
     let usable = left * (1.0 - SAFETY) - post;
     let planned = ((usable / step).floor().max(1.0)) as usize;
+    training.steps = planned;
+    training.pace = Some(Pace {
+        end: Instant::now() + Duration::from_secs_f64(usable.max(0.0)),
+    });
     log::info!(
         "{stage}: {step:.3} s/step, ~{post:.1} s of features after training, {left:.0} s left: \
          {planned} steps"
@@ -111,7 +131,25 @@ pub(crate) fn plan_steps<S: BatchSource>(
         post_seconds: post,
         train_seconds: 0.0,
         stopped_at: None,
+        replans: vec![],
     })
+}
+
+/// Trains one stage with `training` (its steps, and pace, set by [`plan_steps`] under a
+/// budget) and completes its `record`: train time, where the callback stopped it, re-plans.
+pub(crate) fn train_stage<S: BatchSource>(
+    classifier: &mut Classifier,
+    source: &mut S,
+    training: &TrainParams,
+    mut record: StageRecord,
+    callback: impl FnMut(&Progress) -> Control,
+) -> Result<StageRecord> {
+    let t = Instant::now();
+    let report = train(classifier, source, training, callback)?;
+    record.train_seconds = t.elapsed().as_secs_f64();
+    record.stopped_at = report.stopped_at;
+    record.replans = report.replans;
+    Ok(record)
 }
 
 /// The record of a stage trained for a fixed number of steps.
@@ -124,6 +162,7 @@ pub(crate) fn fixed(stage: &str, steps: usize) -> StageRecord {
         post_seconds: 0.0,
         train_seconds: 0.0,
         stopped_at: None,
+        replans: vec![],
     }
 }
 

@@ -8,7 +8,7 @@ use crate::density::FittedDensity;
 use crate::detector::Detector;
 use crate::error::{Error, Result};
 use crate::localize::Localizer;
-use crate::model::{train, Classifier, Control};
+use crate::model::{Classifier, Control};
 use image::RgbImage;
 use ndarray::Array2;
 use std::sync::Arc;
@@ -197,36 +197,31 @@ impl ValidDetectorParams {
         )?;
         let mut training = self.training.clone().seed(self.seed);
         training.budget = None;
-        let mut record = match deadline {
+        let record = match deadline {
             Some(d) => {
                 let norm = training.normalization;
                 let probe = &images[..PROBE_IMAGES.min(images.len())];
                 let config = classifier.config().clone();
-                let rec = plan_steps(
+                plan_steps(
                     "image",
                     d,
                     share,
                     &config,
                     self.device,
                     &mut source,
-                    &training,
+                    &mut training,
                     images.len(),
                     |c| {
                         crate::detector::embed_images(c, &norm, probe, |_| Control::Continue)
                             .map(|_| ())
                     },
-                )?;
-                training.steps = rec.planned_steps;
-                rec
+                )?
             }
             None => budget::fixed("image", training.steps),
         };
-        let t = Instant::now();
-        let report = train(&mut classifier, &mut source, &training, |p| {
+        let record = budget::train_stage(&mut classifier, &mut source, &training, record, |p| {
             callback(&FitEvent::Train(p.clone()))
         })?;
-        record.train_seconds = t.elapsed().as_secs_f64();
-        record.stopped_at = report.stopped_at;
         Ok((classifier, record))
     }
 

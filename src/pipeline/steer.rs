@@ -45,8 +45,10 @@ impl<F: FnMut(&FitEvent) -> Control> Steer<F> {
 
 impl StageRecord {
     /// Steps this stage trained: [`stopped_at`](Self::stopped_at) when the callback stopped it,
-    /// else [`planned_steps`](Self::planned_steps).
+    /// else the last re-plan's total ([`replans`](Self::replans)), else
+    /// [`planned_steps`](Self::planned_steps).
     pub fn steps_done(&self) -> usize {
-        self.stopped_at.unwrap_or(self.planned_steps)
+        let total = self.replans.last().map_or(self.planned_steps, |r| r.steps);
+        self.stopped_at.unwrap_or(total)
     }
 }

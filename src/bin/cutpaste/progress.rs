@@ -20,6 +20,7 @@ pub(crate) struct FitBars {
 }
 
 fn train_step(b: &ProgressBar, p: &cutpaste::model::Progress) {
+    b.set_length(p.steps as u64); // a budgeted run re-plans its steps to end on time
     b.set_position(p.step as u64);
     b.set_message(format!(
         "loss {:.3} acc {:.2} {:.1} img/s",

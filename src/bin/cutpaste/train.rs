@@ -355,16 +355,19 @@ pub(crate) fn run(a: TrainArgs) -> Result<Outcome, Box<dyn std::error::Error>> {
         Control::Continue
     })?;
     for r in detector.training_record() {
+        let plan = match (r.budget_seconds, r.replans.len()) {
+            (None, _) => String::new(),
+            (Some(_), 0) => format!(" (planned at {:.3} s/step)", r.step_seconds),
+            (Some(_), n) => format!(
+                " (planned {} at {:.3} s/step, re-planned {n} times to end on time)",
+                r.planned_steps, r.step_seconds
+            ),
+        };
         eprintln!(
-            "{}: {} steps in {:.1} s{}",
+            "{}: {} steps in {:.1} s{plan}",
             r.stage,
-            r.planned_steps,
+            r.steps_done(),
             r.train_seconds,
-            if r.budget_seconds.is_some() {
-                format!(" (planned at {:.3} s/step)", r.step_seconds)
-            } else {
-                String::new()
-            }
         );
     }
     let normal = if held_out.is_empty() {
