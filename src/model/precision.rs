@@ -13,7 +13,7 @@
 //!
 //! | device | rule | measured |
 //! |---|---|---|
-//! | CPU with AMX (`amx_bf16`) | bf16 autocast + channels-last | 3–4× fp32 for inference (DESIGN.md) |
+//! | CPU with AMX (`amx_bf16`) | bf16 autocast + channels-last | training, 96 views a step: 3.6× fp32 channels-last at 256², 1.29× at 64² (`cargo bench --bench train`, docs/results.md) |
 //! | any other CPU | fp32 + channels-last | training at 256², 96 views a step: 1.66× fp32 NCHW on an AVX-512 CPU without BF16; 1.28× fp32 NCHW and 1.10× bf16 + channels-last on an AVX512-BF16 CPU without AMX (`cargo bench --bench train`, docs/results.md) |
 //! | CUDA | bf16 autocast + channels-last | not yet run on a GPU (docs/gpu.md) |
 //!
