@@ -18,8 +18,12 @@ pub fn cosine_lr(base: f64, step: usize, total: usize) -> f64 {
     if total == 0 {
         return 0.0;
     }
-    let t = step.min(total) as f64 / total as f64;
-    0.5 * base * (1.0 + (std::f64::consts::PI * t).cos())
+    cosine_at(base, step.min(total) as f64 / total as f64)
+}
+
+/// The cosine cycle's learning rate at `progress` ∈ [0, 1]: `base · (1 + cos(π·progress)) / 2`.
+pub(crate) fn cosine_at(base: f64, progress: f64) -> f64 {
+    0.5 * base * (1.0 + (std::f64::consts::PI * progress).cos())
 }
 
 /// SGD with momentum and L2 weight decay over named parameters.

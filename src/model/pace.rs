@@ -7,7 +7,7 @@
 //! learning rate stays one cosine cycle ([`Schedule`]): after a re-plan the rest of the cycle is
 //! spread evenly over the new remaining steps, so it is continuous and still reaches 0 at the
 //! end. Every re-plan is recorded ([`Replan`]).
-use super::optim::cosine_lr;
+use super::optim::cosine_at;
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
 
@@ -44,7 +44,7 @@ impl Pace {
             return None;
         }
         let fits = (secs_left.max(0.0) / secs_per_step).floor() as usize;
-        let new_total = done + fits.max(1);
+        let new_total = done.saturating_add(fits.max(1));
         let noise = (total / 50).max(2);
         (new_total.abs_diff(total) >= noise).then_some(new_total)
     }
@@ -54,7 +54,7 @@ impl Pace {
 ///
 /// Progress runs from 0 at step 0 to 1 at the end, and the learning rate is
 /// `base · (1 + cos(π · progress)) / 2`. Until the first re-plan, progress is `step / total`
-/// ([`cosine_lr`], bit for bit). A re-plan after step `k` keeps the progress reached at `k` and
+/// ([`cosine_lr`](crate::model::cosine_lr), bit for bit). A re-plan after step `k` keeps the progress reached at `k` and
 /// spreads what is left evenly over the new remaining steps.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Schedule {
@@ -91,10 +91,7 @@ impl Schedule {
 
     /// The learning rate of `step` (0-based) for a base rate `base`.
     pub(crate) fn learning_rate(&self, base: f64, step: usize) -> f64 {
-        match self.replanned {
-            None => cosine_lr(base, step, self.total),
-            Some(_) => 0.5 * base * (1.0 + (std::f64::consts::PI * self.progress(step)).cos()),
-        }
+        cosine_at(base, self.progress(step))
     }
 
     /// Changes the total to `total` after `done` completed steps (at least one step is left).
@@ -109,7 +106,8 @@ impl Schedule {
 mod tests {
     use super::*;
     use crate::model::{
-        train, Classifier, ClassifierConfig, Control, FastPath, HeadConfig, ToySource, TrainParams,
+        cosine_lr, train, Classifier, ClassifierConfig, Control, FastPath, HeadConfig, ToySource,
+        TrainParams,
     };
 
     /// `steps` of a paced run on 32 px toy images: the report and each step's learning rate.

@@ -177,6 +177,12 @@ impl TrainParams {
         self
     }
 
+    /// The pace of a budgeted fit's run, unless it checkpoints (a resumed run must find its
+    /// schedule, so a checkpointed run keeps its plan).
+    pub(crate) fn active_pace(&self) -> Option<Pace> {
+        self.pace.filter(|_| self.checkpoint.is_none())
+    }
+
     /// The prefetch set by [`prefetch`](Self::prefetch), if any (`None`: [`Prefetch::auto`]).
     pub fn get_prefetch(&self) -> Option<Prefetch> {
         self.prefetch
@@ -355,10 +361,9 @@ pub fn train<S: BatchSource>(
     };
     let t0 = Instant::now();
     // a paced run may go past `params.steps`: batches are prepared until the feed is dropped
-    let end = if params.pace.is_some() && params.checkpoint.is_none() {
-        usize::MAX
-    } else {
-        params.steps
+    let end = match params.active_pace() {
+        Some(_) => usize::MAX,
+        None => params.steps,
     };
     with_prefetch(source, start..end, spec, |feed| {
         run.steps(feed, start, &mut callback)
@@ -383,10 +388,7 @@ impl Run<'_> {
         callback: &mut impl FnMut(&Progress) -> Control,
     ) -> Result<()> {
         let mut schedule = Schedule::new(self.params.steps);
-        let pace = self
-            .params
-            .pace
-            .filter(|_| self.params.checkpoint.is_none());
+        let pace = self.params.active_pace();
         let mut window = (start, Instant::now());
         let mut avg_secs: Option<f64> = None;
         let mut step = start;
