@@ -10,7 +10,9 @@
 //! online), `z_sum` standardises each score by the training images' scores and sums them, `z_held` by
 //! the scores of the 10 % of training images that `cutpaste train` held out (out of sample),
 //! `z_cv` standardises the map by the kept training images' scores and the pooled score by its
-//! 5-fold cross-validated scores (what `fit` alone can do). With `POOLED_VS_MAP_DUMP=FILE` set,
+//! 5-fold cross-validated scores (what `fit` alone can do). `REFIT_POOLED=1` refits the pooled
+//! Gaussian on the kept images' features as this process computes them before scoring (with
+//! `scripts/set_fast_path.py`, the features of another fast path). With `POOLED_VS_MAP_DUMP=FILE` set,
 //! every score is also written to FILE as JSON.
 use cutpaste::detector::Standardiser;
 use cutpaste::metrics::roc_auc;
@@ -45,6 +47,21 @@ fn both_scores(det: &Detector, samples: &[cutpaste::data::Sample]) -> Result<(Ve
         pooled.extend(p);
     }
     Ok((map, pooled))
+}
+
+/// The pooled features of `samples` ([`Detector::embed`]), in batches of 32 files.
+fn embed(det: &Detector, samples: &[cutpaste::data::Sample]) -> Result<ndarray::Array2<f32>> {
+    let mut rows = Vec::new();
+    for chunk in samples.chunks(32) {
+        let images = chunk
+            .iter()
+            .map(|s| cutpaste::data::load_rgb(&s.path))
+            .collect::<Result<Vec<_>>>()?;
+        rows.push(det.embed(&images)?);
+    }
+    let views: Vec<_> = rows.iter().map(|r| r.view()).collect();
+    ndarray::concatenate(ndarray::Axis(0), &views)
+        .map_err(|e| Error::invalid_param("features", e.to_string()))
 }
 
 /// `(v − mean(reference)) / std(reference)` ([`Standardiser`]).
@@ -92,9 +109,28 @@ fn main() -> Result<()> {
         det.refit_localizer(lp, &kept)?;
     }
     let labels: Vec<bool> = data.test.iter().map(|s| s.is_anomalous()).collect();
-    let (map, pooled) = both_scores(&det, &data.test)?;
-    let (train_map, train_pooled) = both_scores(&det, &data.train)?;
-    let (held_map, held_pooled) = both_scores(&det, &held)?;
+    let (map, mut pooled) = both_scores(&det, &data.test)?;
+    let (train_map, mut train_pooled) = both_scores(&det, &data.train)?;
+    let (held_map, mut held_pooled) = both_scores(&det, &held)?;
+    // the kept (trained-on) images: everything but the held-out 10 %
+    let kept: Vec<_> = data
+        .train
+        .iter()
+        .filter(|s| !held.iter().any(|h| h.path == s.path))
+        .cloned()
+        .collect();
+    let kept_feats = embed(&det, &kept)?;
+    if std::env::var("REFIT_POOLED").is_ok_and(|v| v == "1") {
+        // refit the pooled Gaussian on the kept images' features as this process computes them
+        // (e.g. in fp32 for a checkpoint trained in bf16) and score with it
+        let fitted = det.density().params().fit(kept_feats.view())?;
+        let rescore = |samples: &[cutpaste::data::Sample]| -> Result<Vec<f32>> {
+            Ok(fitted.score(embed(&det, samples)?.view())?.to_vec())
+        };
+        pooled = rescore(&data.test)?;
+        train_pooled = rescore(&data.train)?;
+        held_pooled = rescore(&held)?;
+    }
     let (hm, hp) = (
         standardise(&map, &held_map)?,
         standardise(&pooled, &held_pooled)?,
@@ -108,20 +144,7 @@ fn main() -> Result<()> {
     let z_sum: Vec<f32> = zm.iter().zip(&zp).map(|(a, b)| a + b).collect();
     // what `fit` alone can compute: the kept (trained-on) images' in-sample map scores, and
     // 5-fold cross-validated pooled scores (the pooled density refitted without each fifth)
-    let kept: Vec<_> = data
-        .train
-        .iter()
-        .filter(|s| !held.iter().any(|h| h.path == s.path))
-        .cloned()
-        .collect();
     let (kept_map, _) = both_scores(&det, &kept)?;
-    let kept_feats = {
-        let imgs = kept
-            .iter()
-            .map(|s| cutpaste::data::load_rgb(&s.path))
-            .collect::<Result<Vec<_>>>()?;
-        det.embed(&imgs)?
-    };
     let folds = 5;
     let mut cv = vec![0f32; kept.len()];
     for f in 0..folds {

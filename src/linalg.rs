@@ -17,6 +17,28 @@ pub(crate) fn l2_normalize_rows<A: NdFloat>(x: &mut Array2<A>) {
     }
 }
 
+/// That every value of the `[n, d]` features of a trained network is finite. NaN/inf there
+/// means the training diverged: a network trained on batches of one image (its 2–3 views) at a
+/// 32 px working size got gradients of 1e3–1e4 through BatchNorm over those few values at the
+/// deepest layers' 1×1–2×2 maps, and one SGD step made its weights blow up. The error is an
+/// [`Error::InvalidInput`] named `features` that says so and how to avoid it.
+pub(crate) fn finite_features<A: NdFloat>(x: ArrayView2<A>) -> Result<()> {
+    let (n, d) = x.dim();
+    let Some(bad) = x.iter().position(|v| !v.is_finite()) else {
+        return Ok(());
+    };
+    Err(Error::invalid_input(
+        "features",
+        format!(
+            "{} of the {n}x{d} features are not finite (first: row {}): the trained network \
+             produced NaN/inf, so its training diverged (seen with one image a batch at a 32 px \
+             working size); use more images a batch, a lower learning rate or a larger working size",
+            x.iter().filter(|v| !v.is_finite()).count(),
+            bad / d.max(1)
+        ),
+    ))
+}
+
 /// Principal component analysis of the rows of `x` (`[n, d]`, n ≥ 1): their mean `[d]` and the
 /// `k` leading principal axes as the orthonormal columns of a `[d, k]` matrix, largest variance
 /// first, from the eigendecomposition of the `d × d` covariance (O(n·d² + d³)). Each axis's sign
@@ -24,19 +46,8 @@ pub(crate) fn l2_normalize_rows<A: NdFloat>(x: &mut Array2<A>) {
 pub(crate) fn principal_axes(x: ArrayView2<f64>, k: usize) -> Result<(Array1<f64>, Array2<f64>)> {
     let (n, d) = x.dim();
     debug_assert!(k <= d, "principal_axes: k = {k} > d = {d}");
-    if let Some(bad) = x.iter().position(|v| !v.is_finite()) {
-        // LAPACK's eigensolver fails on these with a bare return code
-        return Err(Error::invalid_input(
-            "features",
-            format!(
-                "{} of the {n}x{d} features are not finite (first: row {}), so no principal axes: \
-                 the network produced NaN/inf (seen after 1-step training at a 32 px working \
-                 size); train longer or at a larger working size",
-                x.iter().filter(|v| !v.is_finite()).count(),
-                bad / d.max(1)
-            ),
-        ));
-    }
+    // LAPACK's eigensolver fails on non-finite values with a bare return code
+    finite_features(x)?;
     let mean = x.mean_axis(Axis(0)).unwrap_or_else(|| Array1::zeros(d));
     let xc = &x - &mean;
     // [d, n] · [n, d] -> [d, d]
@@ -94,6 +105,29 @@ pub(crate) fn precision_matrix(cov: &Array2<f64>, n: usize) -> Result<Array2<f64
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn non_finite_features_are_a_named_error_with_count_and_first_row() {
+        let mut x = Array2::<f32>::zeros((3, 4));
+        assert!(finite_features(x.view()).is_ok());
+        x[[1, 2]] = f32::NAN;
+        x[[2, 0]] = f32::INFINITY;
+        match finite_features(x.view()) {
+            Err(Error::InvalidInput { name, reason }) => {
+                assert_eq!(name, "features");
+                assert!(reason.starts_with("2 of the 3x4 features"), "{reason}");
+                assert!(reason.contains("first: row 1"), "{reason}");
+                assert!(reason.contains("diverged"), "{reason}");
+            }
+            other => panic!("expected the features error, got {other:?}"),
+        }
+        // the PCA refuses them by the same error, before LAPACK sees them
+        let y = x.mapv(f64::from);
+        assert!(matches!(
+            principal_axes(y.view(), 1),
+            Err(Error::InvalidInput { name, .. }) if name == "features"
+        ));
+    }
 
     #[test]
     fn rows_get_unit_norm_and_zero_rows_stay_zero() {

@@ -623,18 +623,18 @@ proptest! {
         prop_assert!(bad.is_empty());
         let valid = params.check().map_err(|e| TestCaseError::fail(format!("{e}")))?;
         let images = tiny_images();
-        // a known limitation, not yet fixed: a network trained for 1 step on batches of one
-        // source image (its 2–3 views) can give NaN features. Both cases found so far had
-        // `batch_images` 1: the dense localizer's layer3 features (a case is saved in
-        // pipeline.proptest-regressions) and the image model's pooled features. They must be
-        // reported by name, never as a LAPACK code or a panic.
+        // a network trained for 1 step on batches of one source image (its 2–3 views) can
+        // diverge: BatchNorm over so few values at the deepest layers' 1×1–2×2 maps gives
+        // gradients of 1e3–1e4, and one SGD step blows the weights up. Both cases found so far
+        // (saved in pipeline.proptest-regressions) had `batch_images` 1: the dense localizer's
+        // layer3 features and the image model's pooled features. That must be the named
+        // `features` error that says the training diverged, never a LAPACK code or a panic.
         let one_image_batches = format!("{params:?}").contains("batch_images: 1,");
         let det = match valid.fit_images_with(images.clone(), |_| Control::Continue) {
             Ok(det) => det,
-            Err(e @ Error::InvalidInput { .. }) if e.to_string().contains("not finite") => {
-                return Ok(());
-            }
-            Err(e) if one_image_batches && e.to_string().contains("non-finite value") => {
+            Err(Error::InvalidInput { name, reason })
+                if one_image_batches && name == "features" && reason.contains("diverged") =>
+            {
                 return Ok(());
             }
             Err(e) => return Err(TestCaseError::fail(format!("fit failed: {e}"))),

@@ -241,6 +241,7 @@ impl ValidDetectorParams {
                 total: images.len(),
             })
         })?;
+        crate::linalg::finite_features(features.view())?;
         Ok((self.density.fit(features.view())?, features))
     }
 
