@@ -173,3 +173,38 @@ fn standardising_on_one_image_is_refused_by_name() {
     assert_eq!(det.score_scale().unwrap().source, ScaleSource::Training);
     let _ = Standardiser::fit(&[1.0, 2.0], "x").unwrap();
 }
+
+#[test]
+fn fitting_the_combined_score_on_one_image_is_refused_before_training() {
+    // one image: no fold of the cross-validated pooled statistics has anything to fit (this was
+    // an empty-dataset error naming the KDE's features, after training); with the map alone
+    // one image is enough to get past this check
+    let kde = Density::kde();
+    let one = vec![spec().train_image(0)];
+    let calls = std::cell::Cell::new(0);
+    let e = params(ImageScore::Combined)
+        .density(kde.clone())
+        .fit_images_with(one.clone(), |_| {
+            calls.set(calls.get() + 1);
+            Control::Continue
+        })
+        .unwrap_err();
+    match &e {
+        Error::InvalidInput { name, reason } => {
+            assert_eq!(name, "train");
+            assert!(reason.contains("at least 2 (got 1)"), "{reason}");
+            assert!(reason.contains("--image-score map"), "{reason}");
+        }
+        other => panic!("expected the train error, got {other:?}"),
+    }
+    assert_eq!(calls.get(), 0, "refused before any training step");
+    let e = params(ImageScore::Map)
+        .density(kde)
+        .fit_images_with(one, |_| Control::Continue)
+        .err();
+    assert!(
+        !e.as_ref()
+            .is_some_and(|e| e.to_string().contains("at least 2 (got 1)")),
+        "{e:?}"
+    );
+}

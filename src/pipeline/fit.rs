@@ -177,6 +177,16 @@ impl ValidDetectorParams {
                 "no training images were given",
             ));
         }
+        if n < 2 && self.localizer.is_some() && self.image_score == ImageScore::Combined {
+            // the two scores are standardised over the training images, the pooled one by
+            // cross-validation (detector::scale): one image leaves a fold with nothing to fit
+            return Err(Error::invalid_input(
+                "train",
+                "the combined image score standardises its map and pooled scores over the \
+                 training images, which needs at least 2 (got 1); add normal images, or score \
+                 by the map alone (ImageScore::Map, `--image-score map`)",
+            ));
+        }
         self.density.check_samples(n)
     }
 
