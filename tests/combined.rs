@@ -192,7 +192,7 @@ fn fitting_the_combined_score_on_one_image_is_refused_before_training() {
     match &e {
         Error::InvalidInput { name, reason } => {
             assert_eq!(name, "train");
-            assert!(reason.contains("at least 2 (got 1)"), "{reason}");
+            assert!(reason.contains("needs at least 2 (got 1)"), "{reason}");
             assert!(reason.contains("--image-score map"), "{reason}");
         }
         other => panic!("expected the train error, got {other:?}"),
@@ -204,7 +204,14 @@ fn fitting_the_combined_score_on_one_image_is_refused_before_training() {
         .err();
     assert!(
         !e.as_ref()
-            .is_some_and(|e| e.to_string().contains("at least 2 (got 1)")),
+            .is_some_and(|e| e.to_string().contains("needs at least")),
         "{e:?}"
     );
+    // the Ledoit-Wolf Gaussian needs 3 rows: 3 images pass its own check, but a fold of 3-fold
+    // cross-validation leaves 2; 4 images are the least
+    let three: Vec<RgbImage> = (0..3).map(|i| spec().train_image(i)).collect();
+    let e = params(ImageScore::Combined)
+        .fit_images_with(three, |_| Control::Continue)
+        .unwrap_err();
+    assert!(e.to_string().contains("needs at least 4 (got 3)"), "{e}");
 }

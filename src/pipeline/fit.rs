@@ -5,7 +5,7 @@ use super::steer::Steer;
 use super::{AugmentSource, DetectorParams, FitEvent, ImageScore};
 use crate::data::{resize_rgb, Dataset};
 use crate::density::FittedDensity;
-use crate::detector::Detector;
+use crate::detector::{Detector, SCALE_FOLDS};
 use crate::error::{Error, Result};
 use crate::localize::Localizer;
 use crate::model::{Classifier, Control};
@@ -177,17 +177,32 @@ impl ValidDetectorParams {
                 "no training images were given",
             ));
         }
-        if n < 2 && self.localizer.is_some() && self.image_score == ImageScore::Combined {
-            // the two scores are standardised over the training images, the pooled one by
-            // cross-validation (detector::scale): one image leaves a fold with nothing to fit
+        // the density's own minimum first: the Ledoit-Wolf Gaussian's (3) is the larger one
+        self.density.check_samples(n)?;
+        let combined = self.localizer.is_some() && self.image_score == ImageScore::Combined;
+        if combined && !self.combined_scale_fits(n) {
+            let needed = (n + 1..n + 64)
+                .find(|&m| self.combined_scale_fits(m))
+                .unwrap_or(n + 1);
             return Err(Error::invalid_input(
                 "train",
-                "the combined image score standardises its map and pooled scores over the \
-                 training images, which needs at least 2 (got 1); add normal images, or score \
-                 by the map alone (ImageScore::Map, `--image-score map`)",
+                format!(
+                    "the combined image score standardises its map and pooled scores over the \
+                     training images, the pooled one by {SCALE_FOLDS}-fold cross-validation of \
+                     the density, which needs at least {needed} (got {n}); add normal images, \
+                     or score by the map alone (ImageScore::Map, `--image-score map`)"
+                ),
             ));
         }
-        self.density.check_samples(n)
+        Ok(())
+    }
+
+    /// Whether `n` training images are enough for [`ImageScore::Combined`]'s statistics: at
+    /// least 2 scores, and every fold of the cross-validated pooled scores
+    /// (`detector::scale::cross_validated_scores`) fits the density on what the fold leaves.
+    fn combined_scale_fits(&self, n: usize) -> bool {
+        let folds = SCALE_FOLDS.clamp(2, n.max(2));
+        n >= 2 && self.density.check_samples(n - n.div_ceil(folds)).is_ok()
     }
 
     /// Stage 1 (PAPER.md): the self-supervised image model, for the planned or asked steps.
