@@ -17,6 +17,7 @@
 use cutpaste::detector::Standardiser;
 use cutpaste::metrics::roc_auc;
 use cutpaste::prelude::*;
+use image::RgbImage;
 
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -32,16 +33,22 @@ fn ranks(v: &[f32]) -> Vec<f32> {
     r
 }
 
-/// (map, pooled) scores of `samples` ([`Detector::score_parts`]), in batches of 32 files.
-fn both_scores(det: &Detector, samples: &[cutpaste::data::Sample]) -> Result<(Vec<f32>, Vec<f32>)> {
-    let (mut map, mut pooled) = (Vec::new(), Vec::new());
-    for chunk in samples.chunks(32) {
-        let images = chunk
+/// The images of `samples`, decoded in batches of 32 files.
+fn batches(samples: &[cutpaste::data::Sample]) -> impl Iterator<Item = Result<Vec<RgbImage>>> + '_ {
+    samples.chunks(32).map(|chunk| {
+        chunk
             .iter()
             .map(|s| cutpaste::data::load_rgb(&s.path))
-            .collect::<Result<Vec<_>>>()?;
+            .collect()
+    })
+}
+
+/// (map, pooled) scores of `samples` ([`Detector::score_parts`]).
+fn both_scores(det: &Detector, samples: &[cutpaste::data::Sample]) -> Result<(Vec<f32>, Vec<f32>)> {
+    let (mut map, mut pooled) = (Vec::new(), Vec::new());
+    for images in batches(samples) {
         let (m, p) = det
-            .score_parts(&images)?
+            .score_parts(&images?)?
             .ok_or_else(|| Error::invalid_param("CHECKPOINT", "the detector has no localizer"))?;
         map.extend(m);
         pooled.extend(p);
@@ -49,16 +56,11 @@ fn both_scores(det: &Detector, samples: &[cutpaste::data::Sample]) -> Result<(Ve
     Ok((map, pooled))
 }
 
-/// The pooled features of `samples` ([`Detector::embed`]), in batches of 32 files.
+/// The pooled features of `samples` ([`Detector::embed`]).
 fn embed(det: &Detector, samples: &[cutpaste::data::Sample]) -> Result<ndarray::Array2<f32>> {
-    let mut rows = Vec::new();
-    for chunk in samples.chunks(32) {
-        let images = chunk
-            .iter()
-            .map(|s| cutpaste::data::load_rgb(&s.path))
-            .collect::<Result<Vec<_>>>()?;
-        rows.push(det.embed(&images)?);
-    }
+    let rows = batches(samples)
+        .map(|images| det.embed(&images?))
+        .collect::<Result<Vec<_>>>()?;
     let views: Vec<_> = rows.iter().map(|r| r.view()).collect();
     ndarray::concatenate(ndarray::Axis(0), &views)
         .map_err(|e| Error::invalid_param("features", e.to_string()))

@@ -151,6 +151,17 @@ pub fn pooled_weight(n: usize, d: usize) -> f64 {
     (n as f64 / d as f64).min(1.0)
 }
 
+/// The folds [`cross_validated_scores`] uses for `n` rows when asked for `folds`.
+fn fold_count(n: usize, folds: usize) -> usize {
+    folds.clamp(2, n.max(2))
+}
+
+/// The fewest rows any fold of [`cross_validated_scores`] fits its density on, for `n` rows
+/// over `folds` folds (fold `f` scores rows `i % folds == f`, at most ⌈n / folds⌉ of them).
+pub(crate) fn smallest_fold_fit(n: usize, folds: usize) -> usize {
+    n - n.div_ceil(fold_count(n, folds))
+}
+
 /// Out-of-sample scores of every row of `features` under `density`: each of `folds` folds (rows
 /// `i % folds == f`) is scored by the density fitted on the other rows. Fewer rows than the
 /// density needs per fold is an error naming the density.
@@ -160,7 +171,7 @@ pub(crate) fn cross_validated_scores(
     folds: usize,
 ) -> Result<Vec<f32>> {
     let n = features.nrows();
-    let folds = folds.clamp(2, n.max(2));
+    let folds = fold_count(n, folds);
     let mut out = vec![0f32; n];
     for f in 0..folds {
         let (train, test): (Vec<usize>, Vec<usize>) = (0..n).partition(|i| i % folds != f);

@@ -201,8 +201,8 @@ impl ValidDetectorParams {
     /// least 2 scores, and every fold of the cross-validated pooled scores
     /// (`detector::scale::cross_validated_scores`) fits the density on what the fold leaves.
     fn combined_scale_fits(&self, n: usize) -> bool {
-        let folds = SCALE_FOLDS.clamp(2, n.max(2));
-        n >= 2 && self.density.check_samples(n - n.div_ceil(folds)).is_ok()
+        let rows = crate::detector::scale::smallest_fold_fit(n, SCALE_FOLDS);
+        n >= 2 && self.density.check_samples(rows).is_ok()
     }
 
     /// Stage 1 (PAPER.md): the self-supervised image model, for the planned or asked steps.
