@@ -72,11 +72,13 @@ fn libtorch_dirs() -> (PathBuf, PathBuf) {
     (root, lib)
 }
 
-/// Compiles `csrc/autocast.cpp`, the few libtorch calls that switch CPU (and CUDA) autocast on
-/// and off, which tch's C API lacks (see `src/model/precision.rs`). It includes only c10 headers,
-/// so it compiles in about a second.
+/// Compiles the libtorch calls tch's C API lacks: `csrc/autocast.cpp`, which switches CPU (and
+/// CUDA) autocast on and off (see `src/model/precision.rs`; only c10 headers, about a second),
+/// and `csrc/fused.cpp`, oneDNN's fused convolutions through the dispatcher (see
+/// `src/model/fused.rs`; ATen core headers, about 7 seconds).
 fn compile_autocast_shim(libtorch: &Path, cuda: bool) {
     println!("cargo:rerun-if-changed=csrc/autocast.cpp");
+    println!("cargo:rerun-if-changed=csrc/fused.cpp");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     // The PyPI wheels and the cxx11 libtorch zips use the new ABI; torch-sys reads the same
     // variable with the same default.
@@ -88,6 +90,7 @@ fn compile_autocast_shim(libtorch: &Path, cuda: bool) {
     build
         .cpp(true)
         .file("csrc/autocast.cpp")
+        .file("csrc/fused.cpp")
         .include(libtorch.join("include"))
         .flag("-std=c++17")
         .define("_GLIBCXX_USE_CXX11_ABI", abi.as_str())

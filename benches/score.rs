@@ -41,6 +41,8 @@
 //! `CUTPASTE_BENCH_TRAIN_IMAGES` (training images used, default 64; the reference fits its
 //! Gaussian on as many), `CUTPASTE_BENCH_CONFIGS` (default `ours,ref,ref-cl`; also
 //! `ours-fp32cl` and `ours-bf16cl`, ours trained and scored on that fast path instead of `auto`,
+//! `ours-eager`, the `ours` checkpoint scored with the fused inference backbone off
+//! (`CUTPASTE_FUSED=0`: the eager forward under autocast),
 //! and `ref-bf16cl`, the reference under bf16 autocast + channels-last),
 //! `CUTPASTE_BENCH_PYTHON` (default `.venv-ref/bin/python`; `none` skips the reference).
 mod common;
@@ -184,6 +186,7 @@ fn child(size: u32, checkpoint: &Path, dir: &Path, data: &str) {
         "impl": "cutpaste", "size": size, "threads": threads(),
         "fast_path": {"precision": format!("{:?}", fast.precision), "channels_last": fast.channels_last},
         "feature_precision": format!("{:?}", fast.feature_precision(tch::Device::Cpu)),
+        "fused": cutpaste::model::fused_inference(),
         "batch": SCORE_BATCH, "n_images": files.len(), "n_scored": scored, "warmup": warmup,
         "reps": ips.len(), "images_per_sec_median": median(ips), "ms_per_image_median": median(ms),
         "peak_rss_mib": peak_rss_mib(), "data": data,
@@ -200,10 +203,12 @@ fn json_line(out: &std::process::Output) -> Option<Value> {
     serde_json::from_str(line).ok()
 }
 
-/// Runs this executable as a child that scores with `checkpoint`; its JSON line.
-fn spawn(size: u32, checkpoint: &Path, dir: &Path, data: &str) -> Option<Value> {
+/// Runs this executable as a child that scores with `checkpoint` (the fused inference backbone
+/// on or off); its JSON line.
+fn spawn(size: u32, checkpoint: &Path, dir: &Path, data: &str, fused: bool) -> Option<Value> {
     let exe = std::env::current_exe().ok()?;
     let out = Command::new(exe)
+        .env("CUTPASTE_FUSED", if fused { "1" } else { "0" })
         .args(["--child", &size.to_string()])
         .args([checkpoint, dir])
         .arg(data)
@@ -291,7 +296,7 @@ fn ips(v: &Value) -> f64 {
 }
 
 /// The summary line of one size: ours over the faster reference.
-fn summary(size: u32, ours: Option<&Value>, refs: &[Value]) {
+fn summary(size: u32, ours: Option<&Value>, eager: Option<&Value>, refs: &[Value]) {
     let (Some(ours), Some(best)) = (ours, refs.iter().max_by(|a, b| ips(a).total_cmp(&ips(b))))
     else {
         return;
@@ -302,6 +307,7 @@ fn summary(size: u32, ours: Option<&Value>, refs: &[Value]) {
         "reference_images_per_sec": ips(best), "reference_channels_last": best["channels_last"],
         "reference_precision": best["precision"],
         "reference_workers": best["workers"], "threads": threads(),
+        "ours_eager_images_per_sec": eager.map(ips),
     });
     println!("{line}");
 }
@@ -369,17 +375,26 @@ const OURS: [(&str, Option<FastPath>); 3] = [
 /// Everything for one size: train, ours, the reference in both layouts, the summary (of
 /// `ours`, the default path).
 fn bench_size(size: u32, s: &Setup) {
-    let mut ours = None;
-    for (name, fast_path) in OURS.into_iter().filter(|(name, _)| want(name)) {
+    let (mut ours, mut eager) = (None, None);
+    let with_eager = want("ours-eager");
+    for (name, fast_path) in OURS.into_iter() {
+        let eager_too = name == "ours" && with_eager;
+        if !want(name) && !eager_too {
+            continue;
+        }
         let checkpoint = s.tmp.path().join(format!("{name}_{size}.safetensors"));
-        match train_detector(size, &s.train, &checkpoint, fast_path) {
-            Ok(()) => {
-                let line = spawn(size, &checkpoint, &s.score, &s.data);
-                if name == "ours" {
-                    ours = line;
-                }
+        if let Err(e) = train_detector(size, &s.train, &checkpoint, fast_path) {
+            eprintln!("bench: training {name} at {size}px failed: {e}");
+            continue;
+        }
+        if want(name) {
+            let line = spawn(size, &checkpoint, &s.score, &s.data, true);
+            if name == "ours" {
+                ours = line;
             }
-            Err(e) => eprintln!("bench: training {name} at {size}px failed: {e}"),
+        }
+        if eager_too {
+            eager = spawn(size, &checkpoint, &s.score, &s.data, false);
         }
     }
     let mut refs = vec![];
@@ -393,7 +408,7 @@ fn bench_size(size: u32, s: &Setup) {
             refs.extend(reference(py, size, path, &s.score, &s.train));
         }
     }
-    summary(size, ours.as_ref(), &refs);
+    summary(size, ours.as_ref(), eager.as_ref(), &refs);
 }
 
 fn main() {

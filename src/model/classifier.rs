@@ -3,7 +3,7 @@ use super::head::{check_num_classes, HeadConfig, MlpHead};
 use super::layers::{channels_last, Init};
 use super::precision::{Autocast, FastPath, Precision};
 use super::resnet::{FeatureMaps, ResNet18};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use tch::{nn, Device, Kind, Tensor};
@@ -173,6 +173,14 @@ impl Classifier {
     /// features of one network).
     pub fn features_with(&self, images: &Tensor, precision: Precision) -> Result<Tensor> {
         let x = self.prepare(images)?;
+        if let Some(kind) = self.fused_kind(precision) {
+            if let Some(maps) = self.backbone.frozen_forward(&x, kind, true)? {
+                let pooled = maps.pooled.ok_or_else(|| {
+                    Error::internal("the fused forward asked for pooled features returned none")
+                })?;
+                return Ok(pooled.f_to_kind(Kind::Float)?);
+            }
+        }
         tch::no_grad(|| {
             let _autocast = Autocast::enter(self.device(), precision)?;
             self.backbone
@@ -187,11 +195,32 @@ impl Classifier {
     /// layout; see [`ResNet18::forward_mid`].
     pub fn mid_maps(&self, images: &Tensor) -> Result<(Tensor, Tensor)> {
         let x = self.prepare(images)?;
+        let precision = self.config.fast_path.feature_precision(self.device());
+        if let Some(kind) = self.fused_kind(precision) {
+            if let Some(maps) = self.backbone.frozen_forward(&x, kind, false)? {
+                return Ok((
+                    maps.layer2.f_to_kind(Kind::Float)?,
+                    maps.layer3.f_to_kind(Kind::Float)?,
+                ));
+            }
+        }
         tch::no_grad(|| {
-            let precision = self.config.fast_path.feature_precision(self.device());
             let _autocast = Autocast::enter(self.device(), precision)?;
             let (l2, l3) = self.backbone.forward_mid(&x)?;
             Ok((l2.f_to_kind(Kind::Float)?, l3.f_to_kind(Kind::Float)?))
+        })
+    }
+
+    /// The precision of the fused inference backbone (`fused`) for features in `precision`, or
+    /// `None` where the eager forward runs: off the CPU, for the NCHW reference layout
+    /// ([`FastPath::FP32`]), or when the fused backbone is off or unavailable.
+    fn fused_kind(&self, precision: Precision) -> Option<Kind> {
+        let on = self.device() == Device::Cpu
+            && self.config.fast_path.channels_last
+            && super::fused_inference();
+        on.then_some(match precision {
+            Precision::Fp32 => Kind::Float,
+            Precision::Bf16 => Kind::BFloat16,
         })
     }
 

@@ -89,11 +89,19 @@ impl Conv2d {
         })
     }
 
+    /// `(stride, padding)`, the same along both axes.
+    pub(crate) fn geometry(&self) -> (i64, i64) {
+        (self.stride, self.padding)
+    }
+
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (s, p) = (self.stride, self.padding);
         Ok(x.f_conv2d(&self.weight, None::<Tensor>, [s, s], [p, p], [1, 1], 1)?)
     }
 }
+
+/// BatchNorm's ε (PyTorch's default).
+const EPS: f64 = 1e-5;
 
 /// Batch normalisation (PyTorch defaults: eps 1e-5, momentum 0.1) over dim 1 of `[N, C, …]`.
 #[derive(Debug)]
@@ -115,6 +123,25 @@ impl BatchNorm {
         })
     }
 
+    /// Its four variables: weight γ, bias β, running mean μ and running variance σ².
+    pub(crate) fn variables(&self) -> [&Tensor; 4] {
+        [
+            &self.weight,
+            &self.bias,
+            &self.running_mean,
+            &self.running_var,
+        ]
+    }
+
+    /// Evaluation mode as a per-channel affine map `y = x·s + t` (fp32, `[C]` each):
+    /// `s = γ / √(σ² + ε)`, `t = β − μ·s`.
+    pub(crate) fn eval_affine(&self) -> Result<(Tensor, Tensor)> {
+        let f = |t: &Tensor| t.f_to_kind(Kind::Float);
+        let scale = f(&self.weight)?.f_div(&f(&self.running_var)?.f_add_scalar(EPS)?.f_sqrt()?)?;
+        let shift = f(&self.bias)?.f_sub(&f(&self.running_mean)?.f_mul(&scale)?)?;
+        Ok((scale, shift))
+    }
+
     /// `train`: normalise with batch statistics and update the running ones; otherwise use the
     /// running statistics.
     pub(crate) fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
@@ -125,7 +152,7 @@ impl BatchNorm {
             Some(&self.running_var),
             train,
             0.1,
-            1e-5,
+            EPS,
             true,
         )?)
     }

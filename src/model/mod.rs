@@ -40,11 +40,13 @@ mod checkpoint;
 mod classifier;
 mod device;
 mod feed;
+mod fused;
 mod head;
 mod io;
 mod layers;
 mod optim;
 pub(crate) mod pace;
+mod pool;
 mod precision;
 mod pretrained;
 mod resnet;
@@ -58,6 +60,7 @@ pub use device::{
     CUDA_BUILD_HINT,
 };
 pub use feed::Prefetch;
+pub use fused::{fused_inference, fused_inference_available, set_fused_inference};
 pub use head::{HeadConfig, HeadOutput, MlpHead};
 pub(crate) use io::f32_bytes;
 pub(crate) use layers::Init;

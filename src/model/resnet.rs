@@ -4,9 +4,11 @@
 //!
 //! PAPER.md, "Training": the backbone is ResNet-18 trained from scratch; its global-average-pooled
 //! 512-d output is the representation the density estimator is fitted on.
+use super::fused::{FrozenMaps, FrozenResNet};
 use super::layers::{BatchNorm, Conv2d, Init};
 use crate::error::{Error, Result};
-use tch::{nn, Tensor};
+use std::sync::{Mutex, MutexGuard};
+use tch::{nn, Kind, Tensor};
 
 /// Width of the pooled ResNet-18 feature vector.
 pub const FEATURE_DIM: i64 = 512;
@@ -17,13 +19,13 @@ pub const RESNET18_PARAMS: usize = 11_176_512;
 
 /// A torchvision `BasicBlock`: two 3×3 convolutions with a residual connection.
 #[derive(Debug)]
-struct BasicBlock {
-    conv1: Conv2d,
-    bn1: BatchNorm,
-    conv2: Conv2d,
-    bn2: BatchNorm,
+pub(super) struct BasicBlock {
+    pub(super) conv1: Conv2d,
+    pub(super) bn1: BatchNorm,
+    pub(super) conv2: Conv2d,
+    pub(super) bn2: BatchNorm,
     /// `downsample.0` (1×1 conv) and `downsample.1` (BatchNorm) when the shape changes.
-    downsample: Option<(Conv2d, BatchNorm)>,
+    pub(super) downsample: Option<(Conv2d, BatchNorm)>,
 }
 
 impl BasicBlock {
@@ -84,10 +86,21 @@ pub struct FeatureMaps {
 /// drawn from a seeded ChaCha8 stream, so the same seed gives the same weights on every device.
 #[derive(Debug)]
 pub struct ResNet18 {
-    conv1: Conv2d,
-    bn1: BatchNorm,
+    pub(super) conv1: Conv2d,
+    pub(super) bn1: BatchNorm,
     /// `layer1` … `layer4`, two blocks each.
-    layers: Vec<[BasicBlock; 2]>,
+    pub(super) layers: Vec<[BasicBlock; 2]>,
+    /// The fused inference copy of the weights (`super::fused`), built on first use.
+    frozen: Mutex<Option<FrozenCache>>,
+}
+
+/// A fused copy and the state of the variables it was folded from.
+#[derive(Debug)]
+struct FrozenCache {
+    stamp: Vec<(i64, usize)>,
+    kind: Kind,
+    /// `None` when building it failed (the eager forward is used; not retried for this stamp).
+    net: Option<FrozenResNet>,
 }
 
 impl ResNet18 {
@@ -110,7 +123,12 @@ impl ResNet18 {
             layers.push([b0, b1]);
             c_in = c_out;
         }
-        Ok(Self { conv1, bn1, layers })
+        Ok(Self {
+            conv1,
+            bn1,
+            layers,
+            frozen: Mutex::new(None),
+        })
     }
 
     /// The convolution weights (for the channels-last conversion).
@@ -126,11 +144,80 @@ impl ResNet18 {
         w
     }
 
+    /// Every variable: convolution weights and BatchNorm weights, biases and running statistics.
+    fn variables(&self) -> Vec<&Tensor> {
+        let mut v = self.conv_weights();
+        v.extend(self.bn1.variables());
+        for b in self.layers.iter().flatten() {
+            v.extend(b.bn1.variables());
+            v.extend(b.bn2.variables());
+            if let Some((_, bn)) = &b.downsample {
+                v.extend(bn.variables());
+            }
+        }
+        v
+    }
+
+    /// Version counter and storage address of every variable: changes when any is updated in
+    /// place (optimizer steps, loading, copying) or replaced (`set_data`).
+    fn stamp(&self) -> Result<Vec<(i64, usize)>> {
+        self.variables()
+            .into_iter()
+            .map(|t| Ok((t.f_internal_version()?, t.data_ptr() as usize)))
+            .collect()
+    }
+
+    fn frozen_cache(&self) -> MutexGuard<'_, Option<FrozenCache>> {
+        self.frozen.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The evaluation-mode forward of [`Self::forward_maps`] (pooled features when `pooled`,
+    /// else only through `layer3`) by the fused backbone in `kind` (see `fused`), or `None`
+    /// when it cannot run here, in which case the caller runs the eager forward. The fused
+    /// weights are folded once and rebuilt when the variables change.
+    pub(crate) fn frozen_forward(
+        &self,
+        x: &Tensor,
+        kind: Kind,
+        pooled: bool,
+    ) -> Result<Option<FrozenMaps>> {
+        check_input(x)?;
+        let stamp = self.stamp()?;
+        // Held through the forward: the fused weights are not shared across threads (tch
+        // tensors are `Send` but not `Sync`), and libtorch already uses every core for one.
+        let mut cache = self.frozen_cache();
+        let fresh = cache
+            .as_ref()
+            .is_some_and(|c| c.kind == kind && c.stamp == stamp);
+        if !fresh {
+            let net = FrozenResNet::new(self, kind)
+                .inspect_err(|e| {
+                    log::warn!("fused inference backbone unavailable, using the eager one: {e}")
+                })
+                .ok();
+            *cache = Some(FrozenCache { stamp, kind, net });
+        }
+        let Some(net) = cache.as_ref().and_then(|c| c.net.as_ref()) else {
+            return Ok(None);
+        };
+        match net.forward(x, pooled) {
+            Ok(maps) => Ok(Some(maps)),
+            Err(e) => {
+                log::warn!("fused inference forward failed, using the eager one: {e}");
+                Ok(None)
+            }
+        }
+    }
+
     /// Runs the backbone on an `[N, 3, H, W]` batch and returns the `layer2`–`layer4` maps and
     /// the pooled features. `train` selects BatchNorm's mode: batch statistics (and running
     /// statistics updated) when `true`, running statistics when `false` (evaluation).
     pub fn forward_maps(&self, x: &Tensor, train: bool) -> Result<FeatureMaps> {
         check_input(x)?;
+        if train {
+            // The running statistics change in place without a version bump.
+            *self.frozen_cache() = None;
+        }
         let y = self
             .bn1
             .forward_t(&self.conv1.forward(x)?, train)?
