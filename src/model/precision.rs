@@ -28,7 +28,9 @@
 //! AVX512-BF16 dot products that, with the conversions, are still slower than fp32 for training
 //! (10.7 vs 11.8 img/s at 256², 157 vs 168 at 64²).
 //! Channels-last fp32 lets oneDNN use its blocked NHWC convolutions instead of reordering every
-//! activation. fp32 channels-last and fp32 NCHW compute the same sums in a different order:
+//! activation. On the CPU, the evaluation-mode features of a channels-last path are computed by
+//! the fused inference backbone (`fused.rs`: BatchNorm folded, ReLU and residual sums fused,
+//! weights prepacked), in [`FastPath::feature_precision`], without autocast. fp32 channels-last and fp32 NCHW compute the same sums in a different order:
 //! features agree to ~1e-5 relative (`tests/model.rs` checks scores within 1e-3 relative).
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
