@@ -24,6 +24,9 @@ use cutpaste::augment::{
 };
 use image::{imageops::FilterType, RgbImage};
 
+#[path = "../src/bin/cutpaste/malloc_conf.rs"]
+mod malloc_conf;
+
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -43,10 +43,15 @@
 //! `ours-fp32cl` and `ours-bf16cl`, ours trained and scored on that fast path instead of `auto`,
 //! `ours-eager`, the `ours` checkpoint scored with the fused inference backbone off
 //! (`CUTPASTE_FUSED=0`: the eager forward under autocast),
-//! and `ref-bf16cl`, the reference under bf16 autocast + channels-last),
+//! and `ref-bf16cl`, the reference under bf16 autocast + channels-last; every `ref…` also as
+//! `ref…-jemalloc`, with jemalloc preloaded and our jemalloc options, see
+//! `common::preload_jemalloc`),
 //! `CUTPASTE_BENCH_PYTHON` (default `.venv-ref/bin/python`; `none` skips the reference).
 mod common;
 use common::{env_or, env_usize, median, peak_rss_mib, threads};
+
+#[path = "../src/bin/cutpaste/malloc_conf.rs"]
+mod malloc_conf;
 
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -195,12 +200,14 @@ fn child(size: u32, checkpoint: &Path, dir: &Path, data: &str) {
     println!("{line}");
 }
 
-/// The last JSON line on a command's stdout, forwarded to ours.
-fn json_line(out: &std::process::Output) -> Option<Value> {
+/// The last JSON line on a command's stdout with the reference's allocator (`jemalloc` when
+/// preloaded), forwarded to ours.
+fn json_line(out: &std::process::Output, jemalloc: bool) -> Option<Value> {
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text.lines().rev().find(|l| l.starts_with('{'))?;
+    let line = common::with_allocator(serde_json::from_str(line).ok()?, jemalloc);
     println!("{line}");
-    serde_json::from_str(line).ok()
+    Some(line)
 }
 
 /// Runs this executable as a child that scores with `checkpoint` (the fused inference backbone
@@ -215,7 +222,7 @@ fn spawn(size: u32, checkpoint: &Path, dir: &Path, data: &str, fused: bool) -> O
         .stderr(Stdio::inherit())
         .output()
         .ok()?;
-    json_line(&out)
+    json_line(&out, true)
 }
 
 /// The Python to run the reference with, if it can import torchvision.
@@ -239,7 +246,7 @@ fn python() -> Option<String> {
 fn reference(
     python: &str,
     size: u32,
-    (channels_last, bf16): (bool, bool),
+    (channels_last, bf16, jemalloc): (bool, bool, bool),
     dir: &Path,
     train: &Path,
 ) -> Option<Value> {
@@ -278,8 +285,11 @@ fn reference(
     if bf16 {
         cmd.arg("--bf16");
     }
+    if !common::preload_jemalloc(&mut cmd, jemalloc) {
+        return None;
+    }
     match cmd.stderr(Stdio::inherit()).output() {
-        Ok(out) if out.status.success() => json_line(&out),
+        Ok(out) if out.status.success() => json_line(&out, jemalloc),
         Ok(out) => {
             eprintln!("bench: reference failed ({}); skipped", out.status);
             None
@@ -306,7 +316,8 @@ fn summary(size: u32, ours: Option<&Value>, eager: Option<&Value>, refs: &[Value
         "ours_images_per_sec": ips(ours), "ours_fast_path": ours["fast_path"],
         "reference_images_per_sec": ips(best), "reference_channels_last": best["channels_last"],
         "reference_precision": best["precision"],
-        "reference_workers": best["workers"], "threads": threads(),
+        "reference_workers": best["workers"], "reference_allocator": best["allocator"],
+        "threads": threads(),
         "ours_eager_images_per_sec": eager.map(ips),
     });
     println!("{line}");
@@ -403,9 +414,22 @@ fn bench_size(size: u32, s: &Setup) {
         ("ref-cl", (true, false)),
         ("ref-bf16cl", (true, true)),
     ];
-    for (name, path) in configs {
-        if let Some(py) = s.python.as_deref().filter(|_| want(name)) {
-            refs.extend(reference(py, size, path, &s.score, &s.train));
+    for (name, (cl, bf16)) in configs {
+        for jemalloc in [false, true] {
+            let config = if jemalloc {
+                format!("{name}-jemalloc")
+            } else {
+                name.to_string()
+            };
+            if let Some(py) = s.python.as_deref().filter(|_| want(&config)) {
+                refs.extend(reference(
+                    py,
+                    size,
+                    (cl, bf16, jemalloc),
+                    &s.score,
+                    &s.train,
+                ));
+            }
         }
     }
     summary(size, ours.as_ref(), eager.as_ref(), &refs);

@@ -28,13 +28,18 @@
 //! Environment: `CUTPASTE_BENCH_SIZES` (default `256,128`), `CUTPASTE_BENCH_STEPS` (timed steps,
 //! default 5), `CUTPASTE_BENCH_WARMUP` (default 2), `CUTPASTE_BENCH_CONFIGS` (default
 //! `fp32,fp32cl,ref-fp32,ref-fp32cl`; also `bf16cl` and `ref-bf16cl`, ~3.6× slower on CPUs
-//! without AMX/AVX512-BF16), `CUTPASTE_BENCH_THREADS` (intra-op threads,
+//! without AMX/AVX512-BF16; every `ref-…` also as `ref-…-jemalloc`, the reference with
+//! jemalloc preloaded and our jemalloc options, see `common::preload_jemalloc`),
+//! `CUTPASTE_BENCH_THREADS` (intra-op threads,
 //! default: all cores), `CUTPASTE_BENCH_PREFETCH` (`workers:depth` of the batch feeding threads,
 //! default the library's CPU default), `CUTPASTE_BENCH_DATA` (image folder), `CUTPASTE_BENCH_PYTHON` (default
 //! `.venv-ref/bin/python` when present, else `.venv/bin/python`; `none` skips the reference),
 //! `CUTPASTE_BENCH_BATCH_IMAGES` (source images per batch on both sides, default 32).
 mod common;
 use common::{env_or, env_usize, median, peak_rss_mib, threads};
+
+#[path = "../src/bin/cutpaste/malloc_conf.rs"]
+mod malloc_conf;
 
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -161,8 +166,7 @@ fn spawn(size: u32, fast: FastPath, warmup: usize, steps: usize) -> Option<serde
 /// there.
 fn reference(
     size: u32,
-    bf16: bool,
-    channels_last: bool,
+    (bf16, channels_last, jemalloc): (bool, bool, bool),
     warmup: usize,
     steps: usize,
 ) -> Option<serde_json::Value> {
@@ -191,12 +195,16 @@ fn reference(
     if channels_last {
         cmd.arg("--channels-last");
     }
+    if !common::preload_jemalloc(&mut cmd, jemalloc) {
+        return None;
+    }
     match cmd.stderr(std::process::Stdio::inherit()).output() {
         Ok(out) if out.status.success() => {
             let text = String::from_utf8_lossy(&out.stdout);
             let line = text.lines().rev().find(|l| l.starts_with('{'))?;
+            let line = common::with_allocator(serde_json::from_str(line).ok()?, jemalloc);
             println!("{line}");
-            serde_json::from_str(line).ok()
+            Some(line)
         }
         Ok(out) => {
             eprintln!("bench: reference failed ({}); skipped", out.status);
@@ -280,8 +288,15 @@ fn main() {
             ("ref-fp32cl", false, true),
             ("ref-bf16cl", true, true),
         ] {
-            if want(name) {
-                theirs.extend(reference(size, bf16, cl, warmup, steps));
+            for jemalloc in [false, true] {
+                let config = if jemalloc {
+                    format!("{name}-jemalloc")
+                } else {
+                    name.to_string()
+                };
+                if want(&config) {
+                    theirs.extend(reference(size, (bf16, cl, jemalloc), warmup, steps));
+                }
             }
         }
         print_ratio(size, &ours, &theirs);
@@ -313,6 +328,7 @@ fn print_ratio(size: u32, ours: &[serde_json::Value], theirs: &[serde_json::Valu
                       "images_per_sec_median": ips(best), "peak_rss_mib": best["peak_rss_mib"]},
         "reference_best": {"precision": reference["precision"],
                            "channels_last": reference["channels_last"],
+                           "allocator": reference["allocator"],
                            "images_per_sec_median": ips(reference),
                            "peak_rss_mib": reference["peak_rss_mib"],
                            "worker_peak_rss_mib": reference["worker_peak_rss_mib"]},

@@ -27,6 +27,9 @@ use cutpaste::metrics::roc_auc;
 use cutpaste::prelude::*;
 use std::time::Instant;
 
+#[path = "../src/bin/cutpaste/malloc_conf.rs"]
+mod malloc_conf;
+
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -29,6 +29,9 @@
 //!  "score_pearson_fp32_bf16":0.99972,"score_spearman_fp32_bf16":0.99929,"feature_rel_l1_bf16_vs_fp32":0.0138,
 //!  "train_img_s":3.7,"score_img_s":24.7,"projected_65536_steps_s":1687821,…}
 //! ```
+#[path = "../src/bin/cutpaste/malloc_conf.rs"]
+mod malloc_conf;
+
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -29,6 +29,9 @@ use image::RgbImage;
 use ndarray::Array2;
 use std::time::Instant;
 
+#[path = "../src/bin/cutpaste/malloc_conf.rs"]
+mod malloc_conf;
+
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -39,6 +39,9 @@ use cutpaste::prelude::*;
 use ndarray::Array2;
 use std::time::Instant;
 
+#[path = "../src/bin/cutpaste/malloc_conf.rs"]
+mod malloc_conf;
+
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -19,6 +19,9 @@ use cutpaste::metrics::roc_auc;
 use cutpaste::prelude::*;
 use image::RgbImage;
 
+#[path = "../src/bin/cutpaste/malloc_conf.rs"]
+mod malloc_conf;
+
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

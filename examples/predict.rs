@@ -16,6 +16,9 @@
 use cutpaste::prelude::*;
 use std::path::PathBuf;
 
+#[path = "../src/bin/cutpaste/malloc_conf.rs"]
+mod malloc_conf;
+
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

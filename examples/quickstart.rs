@@ -21,6 +21,9 @@
 use cutpaste::data::synthetic::{SyntheticKind, SyntheticSpec};
 use cutpaste::prelude::*;
 
+#[path = "../src/bin/cutpaste/malloc_conf.rs"]
+mod malloc_conf;
+
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

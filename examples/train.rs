@@ -21,6 +21,9 @@
 //! `--batch-images N` (8 source images × 3 views per step), `--precision fp32|bf16|auto`
 //! (auto), `--checkpoint PATH` (`out/train.safetensors`), `--every N` (10), `--resume`,
 //! `--seed N` (0).
+#[path = "../src/bin/cutpaste/malloc_conf.rs"]
+mod malloc_conf;
+
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -18,6 +18,8 @@ mod predict;
 mod progress;
 mod train;
 
+mod malloc_conf;
+
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
