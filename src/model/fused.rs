@@ -8,8 +8,9 @@
 //! reordered once into oneDNN's blocked layout instead of on every call. The layers, their order
 //! and the result are those of [`ResNet18::forward_maps`] in evaluation mode: only the rounding
 //! differs (fp32: within 1e-4 relative; bf16: within bf16's rounding, see the tests). Measured on
-//! this project's 2-core AMX CPU, batches of 32: the pooled features in bf16 are ~1.3–1.7×
-//! faster than the eager autocast forward (docs/results.md).
+//! this project's 2-core AMX CPU, scoring image files at 256² in bf16: 1.5× the eager autocast
+//! forward when glibc serves libtorch's allocations (it allocates fewer and smaller blocks), 0–9 %
+//! faster and ~23 % less peak memory when jemalloc does (docs/results.md).
 //!
 //! [`Classifier::features_with`](super::Classifier::features_with) and
 //! [`Classifier::mid_maps`](super::Classifier::mid_maps) use it on the CPU for channels-last

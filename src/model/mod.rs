@@ -10,7 +10,8 @@
 //!   the localizer's mid-level maps, run with BatchNorm folded into oneDNN convolutions that fuse
 //!   the ReLU and the residual sum, on weights prepacked once ([`fused_inference`],
 //!   [`set_fused_inference`]; `CUTPASTE_FUSED=0` turns it off). Same function, fp32 within 1e-4
-//!   relative, 1.5× the eager bf16 scoring at 256² on an AMX CPU (docs/results.md).
+//!   relative; scoring at 256² on an AMX CPU 1.5× the eager bf16 forward when glibc serves
+//!   libtorch's allocations, 0–9 % when jemalloc does (docs/results.md).
 //! * [`train`]: the training loop (SGD 0.03 / 0.9 / 3e-5, cosine to 0), fed by a
 //!   [`BatchSource`] on a background thread, reporting [`Progress`] to a callback, with atomic,
 //!   resumable checkpoints; [`Prefetch`] sets how many threads prepare batches ahead.
