@@ -39,7 +39,17 @@ int guarded(F f) {
   return 1;
 }
 
-c10::IValue bias_value(const at::Tensor* b) { return b ? c10::IValue(*b) : c10::IValue(); }
+// Appends what every oneDNN convolution operator takes after its input(s): weight, bias (None
+// when null), padding, stride, dilation 1 and groups 1.
+void push_conv(std::vector<c10::IValue>& stack, const at::Tensor* w, const at::Tensor* b,
+               int64_t padding, int64_t stride) {
+  stack.push_back(*w);
+  stack.push_back(b ? c10::IValue(*b) : c10::IValue());
+  stack.push_back(pair(padding));
+  stack.push_back(pair(stride));
+  stack.push_back(pair(1));
+  stack.push_back(int64_t{1});
+}
 
 }  // namespace
 
@@ -79,16 +89,11 @@ int cutpaste_fused_conv(const at::Tensor* x, const at::Tensor* w, const at::Tens
                         int64_t padding, int64_t stride, int relu, at::Tensor** out) {
   return guarded([&] {
     static const c10::OperatorHandle conv = op("mkldnn::_convolution_pointwise", "");
-    std::vector<c10::IValue> stack{*x,
-                                   *w,
-                                   bias_value(b),
-                                   pair(padding),
-                                   pair(stride),
-                                   pair(1),
-                                   int64_t{1},
-                                   std::string(relu ? "relu" : "none"),
-                                   c10::List<std::optional<at::Scalar>>(),
-                                   std::string("")};
+    std::vector<c10::IValue> stack{*x};
+    push_conv(stack, w, b, padding, stride);
+    stack.push_back(std::string(relu ? "relu" : "none"));
+    stack.push_back(c10::List<std::optional<at::Scalar>>());
+    stack.push_back(std::string(""));
     conv.callBoxed(&stack);
     *out = new at::Tensor(stack.at(0).toTensor());
   });
@@ -100,19 +105,13 @@ int cutpaste_fused_conv_add_relu_(const at::Tensor* acc, const at::Tensor* x, co
                                   const at::Tensor* b, int64_t padding, int64_t stride) {
   return guarded([&] {
     static const c10::OperatorHandle conv = op("mkldnn::_convolution_pointwise_", "binary");
-    std::vector<c10::IValue> stack{*acc,
-                                   *x,
-                                   *w,
-                                   bias_value(b),
-                                   pair(padding),
-                                   pair(stride),
-                                   pair(1),
-                                   int64_t{1},
-                                   std::string("add"),
-                                   c10::IValue(at::Scalar(1.0)),
-                                   c10::IValue(std::string("relu")),
-                                   c10::List<std::optional<at::Scalar>>(),
-                                   c10::IValue(std::string(""))};
+    std::vector<c10::IValue> stack{*acc, *x};
+    push_conv(stack, w, b, padding, stride);
+    stack.push_back(std::string("add"));
+    stack.push_back(at::Scalar(1.0));
+    stack.push_back(std::string("relu"));
+    stack.push_back(c10::List<std::optional<at::Scalar>>());
+    stack.push_back(std::string(""));
     conv.callBoxed(&stack);
   });
 }

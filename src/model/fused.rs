@@ -320,6 +320,15 @@ mod tests {
         (a - &b).abs().max().double_value(&[]) / b.abs().max().double_value(&[])
     }
 
+    /// Whether the fused backbone can run here; says so when not (the test is then skipped).
+    fn fused_here() -> bool {
+        let here = fused_inference_available();
+        if !here {
+            eprintln!("skipped: this libtorch has no oneDNN fused convolutions");
+        }
+        here
+    }
+
     fn eager(clf: &Classifier, x: &Tensor) -> super::super::FeatureMaps {
         tch::no_grad(|| clf.backbone().forward_maps(x, false)).unwrap()
     }
@@ -334,8 +343,7 @@ mod tests {
 
     #[test]
     fn fp32_fused_forward_matches_the_eager_one() {
-        if !fused_inference_available() {
-            eprintln!("skipped: this libtorch has no oneDNN fused convolutions");
+        if !fused_here() {
             return;
         }
         let clf = classifier();
@@ -373,8 +381,7 @@ mod tests {
 
     #[test]
     fn bf16_fused_forward_is_within_bf16_rounding_of_fp32() {
-        if !fused_inference_available() {
-            eprintln!("skipped: this libtorch has no oneDNN fused convolutions");
+        if !fused_here() {
             return;
         }
         let clf = classifier();
@@ -396,8 +403,7 @@ mod tests {
 
     #[test]
     fn the_fused_weights_follow_every_change_of_the_variables() {
-        if !fused_inference_available() {
-            eprintln!("skipped: this libtorch has no oneDNN fused convolutions");
+        if !fused_here() {
             return;
         }
         let clf = classifier();

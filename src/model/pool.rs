@@ -1,8 +1,8 @@
 //! ResNet-18's stem max pool (3×3, stride 2, padding 1) for the fused inference backbone, on
 //! channels-last activations after the stem's ReLU.
 //!
-//! libtorch's CPU `max_pool2d` computes the argmax indices too and was ~15 % of the fused bf16
-//! forward at 256² (profiled on this project's AMX CPU). This one reads the NHWC buffer once:
+//! libtorch's CPU `max_pool2d` also computes and stores the argmax indices (int64, four times
+//! the size of a bf16 output), which inference does not need. This one reads the NHWC buffer once:
 //! every output pixel is the channel-wise maximum of its (up to) 3×3 input pixels, each a
 //! contiguous row of `C` values. The input is non-negative (it follows a ReLU), and non-negative
 //! IEEE floats order like their bit patterns as signed integers, so the maximum is taken on
@@ -20,6 +20,7 @@ pub(crate) fn stem_max_pool(x: &Tensor) -> Result<Tensor> {
     let size = x.size();
     let fits = x.device() == Device::Cpu
         && size.len() == 4
+        && size.iter().all(|&d| d > 0)
         && matches!(x.kind(), Kind::BFloat16 | Kind::Float)
         && is_nhwc_contiguous(&size, &x.stride());
     if !fits {
