@@ -13,6 +13,7 @@ use crate::pipeline::{DetectorParams, ImageScore, StageRecord};
 use image::RgbImage;
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 mod calibration;
@@ -20,10 +21,12 @@ mod checkpoint;
 mod files;
 mod report;
 pub(crate) mod scale;
+mod streams;
 pub use calibration::{quantile, Calibration, CalibrationRule, ThresholdMethod};
 pub use checkpoint::{DETECTOR_FORMAT, DETECTOR_FORMAT_VERSION};
 pub use report::{ErrorRates, Report, ScoredSample};
 pub use scale::{ScaleSource, ScoreScale, Standardiser, SCALE_FOLDS, SCALE_MAP_IMAGES};
+pub use streams::MAX_STREAMS;
 
 /// Images per forward pass when embedding or scoring many images.
 pub const SCORE_BATCH: usize = 32;
@@ -47,6 +50,8 @@ pub struct Detector {
     localizer: Option<Localizer>,
     training_record: Vec<StageRecord>,
     score_scale: Option<ScoreScale>,
+    /// Copies for parallel scoring streams, kept between calls (see `streams`).
+    replicas: streams::Replicas,
 }
 
 /// The decision for one image.
@@ -132,15 +137,18 @@ impl Detector {
             localizer: None,
             training_record: Vec::new(),
             score_scale: None,
+            replicas: streams::Replicas::default(),
         }
     }
 
     pub(crate) fn with_score_scale(mut self, scale: Option<ScoreScale>) -> Self {
+        self.replicas.clear();
         self.score_scale = scale;
         self
     }
 
     pub(crate) fn with_localizer(mut self, localizer: Option<Localizer>) -> Self {
+        self.replicas.clear();
         self.localizer = localizer;
         self
     }
@@ -202,6 +210,7 @@ impl Detector {
     /// trained patch model — e.g. to compare exact and fast features on one model. Errors when
     /// no localizer was fitted or `localizer` is invalid (named `localizer.…`).
     pub fn refit_localizer(&mut self, localizer: LocalizerParams, train: &Dataset) -> Result<()> {
+        self.replicas.clear();
         let side = self.params.input_size();
         localizer.check(side, &self.params.augmentation)?;
         self.fitted_localizer()?;
@@ -294,8 +303,19 @@ impl Detector {
 
     /// Anomaly scores of `images` (higher = more anomalous), batched. Equal to [`score`](Self::score)
     /// image by image up to float rounding of batched convolutions (≤ 1e-3 relative on CPU fp32).
-    /// With [`ImageScore::Map`] the score is the maximum of the localizer's map.
+    /// With [`ImageScore::Map`] the score is the maximum of the localizer's map. On a CPU with
+    /// several intra-op threads the images are scored in parallel streams, one copy of the
+    /// detector per stream (made on the first such call and kept; see [`MAX_STREAMS`]).
     pub fn score_batch(&self, images: &[RgbImage]) -> Result<Vec<f32>> {
+        if self.plan(images.len()).streams > 1 {
+            let work = |det: &Detector, range: Range<usize>| det.score_one_stream(&images[range]);
+            return self.in_streams(images.len(), &work, &mut |_| {});
+        }
+        self.score_one_stream(images)
+    }
+
+    /// [`score_batch`](Self::score_batch) on this thread, batch after batch.
+    fn score_one_stream(&self, images: &[RgbImage]) -> Result<Vec<f32>> {
         if images.is_empty() {
             return Ok(Vec::new());
         }
@@ -355,6 +375,7 @@ impl Detector {
     /// existing threshold is cleared. Errors ([`Error::InvalidParam`] `image_score`) for the
     /// other image scores.
     pub fn fit_score_scale(&mut self, normals: &[RgbImage]) -> Result<ScoreScale> {
+        self.replicas.clear();
         if self.params.image_score != ImageScore::Combined {
             return Err(Error::invalid_param(
                 "image_score",

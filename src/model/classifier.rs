@@ -60,11 +60,20 @@ impl Classifier {
     /// Builds a randomly initialised classifier (from scratch, as in the paper) on `device`;
     /// the same `seed` gives the same initial weights on every device.
     pub fn new(config: &ClassifierConfig, device: Device, seed: u64) -> Result<Self> {
+        Self::with_init(config, device, Init::new(seed))
+    }
+
+    /// A classifier whose variables are all zero, for loads and copies that overwrite every
+    /// one of them (much faster than drawing the random initialisation).
+    pub(crate) fn new_for_load(config: &ClassifierConfig, device: Device) -> Result<Self> {
+        Self::with_init(config, device, Init::zeros())
+    }
+
+    fn with_init(config: &ClassifierConfig, device: Device, mut init: Init) -> Result<Self> {
         super::device::check_device(device)?;
         check_num_classes(config.num_classes)?;
         config.head.check()?;
         let vs = nn::VarStore::new(device);
-        let mut init = Init::new(seed);
         let root = vs.root();
         let backbone = ResNet18::with_init(&root, &mut init)?;
         let head = MlpHead::with_init(
@@ -226,7 +235,7 @@ impl Classifier {
 
     /// A copy with the same configuration and variables (weights and BatchNorm statistics).
     pub fn try_clone(&self) -> Result<Self> {
-        let mut copy = Self::new(&self.config, self.device(), 0)?;
+        let mut copy = Self::new_for_load(&self.config, self.device())?;
         copy.vs.copy(&self.vs)?;
         Ok(copy)
     }

@@ -10,21 +10,30 @@ use tch::{nn, Kind, Tensor};
 /// Gaussian sampler outside the networks (t-SNE's random start), so that Box–Muller exists once;
 /// its stream fixes every initial weight, hence every trained model, of a seed: do not change it.
 pub(crate) struct Init {
-    rng: ChaCha8Rng,
+    /// `None`: every value is 0 ([`Init::zeros`]).
+    rng: Option<ChaCha8Rng>,
 }
 
 impl Init {
     /// The stream of `seed`.
     pub(crate) fn new(seed: u64) -> Self {
         Self {
-            rng: ChaCha8Rng::seed_from_u64(seed),
+            rng: Some(ChaCha8Rng::seed_from_u64(seed)),
         }
+    }
+
+    /// Zeros instead of random draws, for networks whose variables are all overwritten next
+    /// (checkpoint loads and copies): drawing 11 M Gaussian weights costs more than the load.
+    pub(crate) fn zeros() -> Self {
+        Self { rng: None }
     }
 
     /// `n` uniform samples in [0, 1) with 24 random bits each, drawn in one bulk call.
     fn unit(&mut self, n: usize) -> Vec<f32> {
         let mut bits = vec![0u32; n];
-        self.rng.fill(&mut bits[..]);
+        if let Some(rng) = self.rng.as_mut() {
+            rng.fill(&mut bits[..]);
+        }
         bits.into_iter()
             .map(|b| (b >> 8) as f32 * (1.0 / (1u32 << 24) as f32))
             .collect()
@@ -32,6 +41,9 @@ impl Init {
 
     /// `n` samples of N(0, std²) (Box–Muller on pairs of [`Self::unit`] draws).
     pub(crate) fn normal(&mut self, n: usize, std: f64) -> Vec<f32> {
+        if self.rng.is_none() {
+            return vec![0.0; n];
+        }
         let u = self.unit(n + n % 2);
         let std = std as f32;
         let mut out = Vec::with_capacity(n + 1);
@@ -47,6 +59,9 @@ impl Init {
 
     /// `n` samples of U(-bound, bound).
     fn uniform(&mut self, n: usize, bound: f64) -> Vec<f32> {
+        if self.rng.is_none() {
+            return vec![0.0; n];
+        }
         let bound = bound as f32;
         self.unit(n)
             .into_iter()

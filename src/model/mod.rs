@@ -57,6 +57,7 @@ mod precision;
 mod pretrained;
 mod resnet;
 mod source;
+mod threads;
 mod train;
 
 pub use checkpoint::{CHECKPOINT_FORMAT, CHECKPOINT_VERSION, MOMENTUM_PREFIX};
@@ -76,7 +77,8 @@ pub use precision::{autocast_enabled, cpu_has_amx, cpu_has_native_bf16, FastPath
 pub use pretrained::is_ignorable_torchvision_key;
 pub(crate) use pretrained::load_weights_skipping;
 pub use resnet::{FeatureMaps, ResNet18, FEATURE_DIM, RESNET18_PARAMS};
-#[doc(hidden)]
 pub use source::ToySource;
 pub use source::{Batch, BatchSource};
+#[doc(hidden)]
+pub(crate) use threads::ThreadIntraOp;
 pub use train::{train, CheckpointPolicy, Control, Progress, TrainParams, TrainReport};

@@ -82,7 +82,7 @@ struct Meta {
 }
 
 /// How errors name a checkpoint that was given as bytes rather than read from a file.
-const IN_MEMORY: &str = "<checkpoint bytes>";
+pub(super) const IN_MEMORY: &str = "<checkpoint bytes>";
 
 fn bad(path: &Path, reason: impl Into<String>) -> Error {
     Error::Checkpoint {
@@ -214,7 +214,7 @@ impl Detector {
         Self::parse(bytes, Path::new(IN_MEMORY), device)
     }
 
-    fn parse(bytes: &[u8], path: &Path, device: Device) -> Result<Detector> {
+    pub(super) fn parse(bytes: &[u8], path: &Path, device: Device) -> Result<Detector> {
         let st = SafeTensors::deserialize(bytes).map_err(|e| {
             bad(path, format!("not a readable safetensors file ({e}); it may be truncated: save the detector again"))
         })?;
@@ -239,7 +239,7 @@ impl Detector {
         }
         check_head_fits(&config, bytes.len(), path, params.localizer.is_some())?;
         let density = load_density(&st, path, &meta.density)?;
-        let mut classifier = new_classifier(&config, path, device, params.seed)?;
+        let mut classifier = new_classifier(&config, path, device)?;
         crate::model::load_weights_skipping(&mut classifier, path, bytes, |k| {
             k.starts_with(DENSITY_PREFIX) || k.starts_with(LOCALIZER_PREFIX)
         })?;
@@ -342,15 +342,11 @@ fn check_head_fits(
     }
 }
 
-/// The classifier a checkpoint's metadata describes; metadata that fails the classifier's own
-/// parameter checks (a damaged file, e.g. 0 classes) is an [`Error::Checkpoint`] naming the file.
-fn new_classifier(
-    config: &ClassifierConfig,
-    path: &Path,
-    device: Device,
-    seed: u64,
-) -> Result<Classifier> {
-    Classifier::new(config, device, seed).map_err(|e| match e {
+/// The classifier a checkpoint's metadata describes, zero-filled for the load that overwrites
+/// every variable; metadata that fails the classifier's own parameter checks (a damaged file,
+/// e.g. 0 classes) is an [`Error::Checkpoint`] naming the file.
+fn new_classifier(config: &ClassifierConfig, path: &Path, device: Device) -> Result<Classifier> {
+    Classifier::new_for_load(config, device).map_err(|e| match e {
         Error::InvalidParam { .. } => bad(
             path,
             format!(
@@ -396,7 +392,7 @@ fn load_localizer(
     params: &DetectorParams,
     device: Device,
 ) -> Result<Localizer> {
-    let clf = new_classifier(config, path, device, params.seed)?;
+    let clf = new_classifier(config, path, device)?;
     for (name, var) in clf.named_variables() {
         let key = format!("{LOCALIZER_NET}{name}");
         let view = st.tensor(&key).map_err(|_| {
