@@ -42,7 +42,9 @@
 //! Gaussian on as many), `CUTPASTE_BENCH_CONFIGS` (default `ours,ref,ref-cl`; also
 //! `ours-fp32cl` and `ours-bf16cl`, ours trained and scored on that fast path instead of `auto`,
 //! `ours-eager`, the `ours` checkpoint scored with the fused inference backbone off
-//! (`CUTPASTE_FUSED=0`: the eager forward under autocast),
+//! (`CUTPASTE_FUSED=0`: the eager forward under autocast), `ours-1stream`, the `ours`
+//! checkpoint scored in one stream (`CUTPASTE_SCORE_STREAMS=1`: every batch over all intra-op
+//! threads, as before the scoring streams),
 //! and `ref-bf16cl`, the reference under bf16 autocast + channels-last; every `ref…` also as
 //! `ref…-jemalloc`, with jemalloc preloaded and our jemalloc options, see
 //! `common::preload_jemalloc`),
@@ -192,6 +194,7 @@ fn child(size: u32, checkpoint: &Path, dir: &Path, data: &str) {
         "fast_path": {"precision": format!("{:?}", fast.precision), "channels_last": fast.channels_last},
         "feature_precision": format!("{:?}", fast.feature_precision(tch::Device::Cpu)),
         "fused": cutpaste::model::fused_inference(),
+        "score_streams": std::env::var("CUTPASTE_SCORE_STREAMS").unwrap_or_else(|_| "auto".into()),
         "batch": SCORE_BATCH, "n_images": files.len(), "n_scored": scored, "warmup": warmup,
         "reps": ips.len(), "images_per_sec_median": median(ips), "ms_per_image_median": median(ms),
         "peak_rss_mib": peak_rss_mib(), "data": data,
@@ -210,15 +213,33 @@ fn json_line(out: &std::process::Output, jemalloc: bool) -> Option<Value> {
     Some(line)
 }
 
-/// Runs this executable as a child that scores with `checkpoint` (the fused inference backbone
-/// on or off); its JSON line.
-fn spawn(size: u32, checkpoint: &Path, dir: &Path, data: &str, fused: bool) -> Option<Value> {
+/// How a child scores the `ours` checkpoint: the fused inference backbone on or off, and the
+/// scoring streams (`None`: the library's choice; `Some(1)`: one stream).
+#[derive(Clone, Copy)]
+struct Variant {
+    fused: bool,
+    streams: Option<usize>,
+}
+
+const DEFAULT_VARIANT: Variant = Variant {
+    fused: true,
+    streams: None,
+};
+
+/// Runs this executable as a child that scores with `checkpoint` as `variant` says; its JSON
+/// line.
+fn spawn(size: u32, checkpoint: &Path, s: &Setup, variant: Variant) -> Option<Value> {
     let exe = std::env::current_exe().ok()?;
-    let out = Command::new(exe)
-        .env("CUTPASTE_FUSED", if fused { "1" } else { "0" })
+    let mut cmd = Command::new(exe);
+    cmd.env("CUTPASTE_FUSED", if variant.fused { "1" } else { "0" });
+    match variant.streams {
+        Some(n) => cmd.env("CUTPASTE_SCORE_STREAMS", n.to_string()),
+        None => cmd.env_remove("CUTPASTE_SCORE_STREAMS"),
+    };
+    let out = cmd
         .args(["--child", &size.to_string()])
-        .args([checkpoint, dir])
-        .arg(data)
+        .args([checkpoint, &s.score])
+        .arg(&s.data)
         .stderr(Stdio::inherit())
         .output()
         .ok()?;
@@ -305,22 +326,33 @@ fn ips(v: &Value) -> f64 {
     v["images_per_sec_median"].as_f64().unwrap_or(f64::NAN)
 }
 
-/// The summary line of one size: ours over the faster reference.
-fn summary(size: u32, ours: Option<&Value>, eager: Option<&Value>, refs: &[Value]) {
-    let (Some(ours), Some(best)) = (ours, refs.iter().max_by(|a, b| ips(a).total_cmp(&ips(b))))
-    else {
+/// The summary line of one size: ours over the faster reference (and our variants' speeds).
+fn summary(size: u32, ours: &Ours, refs: &[Value]) {
+    let (Some(main), Some(best)) = (
+        ours.main.as_ref(),
+        refs.iter().max_by(|a, b| ips(a).total_cmp(&ips(b))),
+    ) else {
         return;
     };
     let line = json!({
-        "ratio": ips(ours) / ips(best), "size": size, "n_images": ours["n_images"],
-        "ours_images_per_sec": ips(ours), "ours_fast_path": ours["fast_path"],
+        "ratio": ips(main) / ips(best), "size": size, "n_images": main["n_images"],
+        "ours_images_per_sec": ips(main), "ours_fast_path": main["fast_path"],
         "reference_images_per_sec": ips(best), "reference_channels_last": best["channels_last"],
         "reference_precision": best["precision"],
         "reference_workers": best["workers"], "reference_allocator": best["allocator"],
         "threads": threads(),
-        "ours_eager_images_per_sec": eager.map(ips),
+        "ours_eager_images_per_sec": ours.eager.as_ref().map(ips),
+        "ours_one_stream_images_per_sec": ours.one_stream.as_ref().map(ips),
     });
     println!("{line}");
+}
+
+/// The JSON lines of `ours` and of its variants `ours-eager` and `ours-1stream`.
+#[derive(Default)]
+struct Ours {
+    main: Option<Value>,
+    eager: Option<Value>,
+    one_stream: Option<Value>,
 }
 
 /// What every size shares: the folders, what they are, the Python for the reference.
@@ -386,11 +418,26 @@ const OURS: [(&str, Option<FastPath>); 3] = [
 /// Everything for one size: train, ours, the reference in both layouts, the summary (of
 /// `ours`, the default path).
 fn bench_size(size: u32, s: &Setup) {
-    let (mut ours, mut eager) = (None, None);
-    let with_eager = want("ours-eager");
+    let mut ours = Ours::default();
+    let variants = [
+        (
+            "ours-eager",
+            Variant {
+                fused: false,
+                ..DEFAULT_VARIANT
+            },
+        ),
+        (
+            "ours-1stream",
+            Variant {
+                streams: Some(1),
+                ..DEFAULT_VARIANT
+            },
+        ),
+    ];
     for (name, fast_path) in OURS.into_iter() {
-        let eager_too = name == "ours" && with_eager;
-        if !want(name) && !eager_too {
+        let variants_too = name == "ours" && variants.iter().any(|(v, _)| want(v));
+        if !want(name) && !variants_too {
             continue;
         }
         let checkpoint = s.tmp.path().join(format!("{name}_{size}.safetensors"));
@@ -399,13 +446,20 @@ fn bench_size(size: u32, s: &Setup) {
             continue;
         }
         if want(name) {
-            let line = spawn(size, &checkpoint, &s.score, &s.data, true);
+            let line = spawn(size, &checkpoint, s, DEFAULT_VARIANT);
             if name == "ours" {
-                ours = line;
+                ours.main = line;
             }
         }
-        if eager_too {
-            eager = spawn(size, &checkpoint, &s.score, &s.data, false);
+        if name != "ours" {
+            continue;
+        }
+        for (variant, how) in variants.iter().filter(|(v, _)| want(v)) {
+            let line = spawn(size, &checkpoint, s, *how);
+            match *variant {
+                "ours-eager" => ours.eager = line,
+                _ => ours.one_stream = line,
+            }
         }
     }
     let mut refs = vec![];
@@ -432,7 +486,7 @@ fn bench_size(size: u32, s: &Setup) {
             }
         }
     }
-    summary(size, ours.as_ref(), eager.as_ref(), &refs);
+    summary(size, &ours, &refs);
 }
 
 fn main() {

@@ -12,19 +12,21 @@
 //! threads ÷ streams intra-op threads, and jobs of [`SCORE_BATCH`] ÷ streams images (so as many
 //! images are in flight as with one stream, and the streams finish together); off the CPU,
 //! one stream of [`SCORE_BATCH`]-image jobs. Only the 2-core case
-//! was measured. `CUTPASTE_SCORE_STREAMS=N` caps the streams (`1`: off). The copies
-//! ([`Detector::try_clone`]'s round trip, built in the stream threads while the caller already
-//! scores) are kept for later calls until a `&mut` method changes the detector.
+//! was measured. `CUTPASTE_SCORE_STREAMS=N` caps the streams (`1`: off). A copy shares the
+//! networks' variables with the detector (nothing is copied but the density, and the fused
+//! backbone's packed weights each copy builds); it is built on its stream's thread while the
+//! caller already scores, and kept for later calls until a `&mut` method changes the scores.
 //!
 //! Scores do not depend on the streams: each batch is the same batch of the same images, and
 //! the copies hold the same variables; only the split of an operator over threads, hence the
 //! order of some floating-point sums, can differ (tested in `tests/streams.rs`).
-use super::checkpoint::IN_MEMORY;
-use super::{Detector, SCORE_BATCH};
+use super::{Detector, ScoreScale, SCORE_BATCH};
+use crate::density::FittedDensity;
 use crate::error::Result;
-use crate::model::ThreadIntraOp;
+use crate::localize::SharedLocalizer;
+use crate::model::{SharedClassifier, ThreadIntraOp};
+use crate::pipeline::DetectorParams;
 use std::ops::Range;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
@@ -54,6 +56,49 @@ impl Replicas {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .extend(copies);
+    }
+}
+
+/// A stream's copy: kept from an earlier call, or to be built on the stream's thread.
+enum StreamCopy {
+    Ready(Box<Detector>),
+    Parts(Box<Parts>),
+}
+
+/// What a copy is built from: the detector's parts with its networks' variables shared, not
+/// copied (`Send`, unlike the detector; the copy reads the same weights).
+struct Parts {
+    classifier: SharedClassifier,
+    localizer: Option<SharedLocalizer>,
+    density: FittedDensity,
+    params: DetectorParams,
+    score_scale: Option<ScoreScale>,
+}
+
+impl Detector {
+    fn share(&self) -> Parts {
+        Parts {
+            classifier: self.classifier.share(),
+            localizer: self.localizer.as_ref().map(|l| l.share()),
+            density: self.density.clone(),
+            params: self.params.clone(),
+            score_scale: self.score_scale,
+        }
+    }
+}
+
+impl Parts {
+    /// A detector that scores like the one shared (threshold and records are not needed).
+    fn build(self) -> Result<Detector> {
+        let localizer = self.localizer.map(SharedLocalizer::build).transpose()?;
+        Ok(Detector::new(
+            self.classifier.build()?,
+            self.density,
+            self.params,
+            std::time::Duration::ZERO,
+        )
+        .with_localizer(localizer)
+        .with_score_scale(self.score_scale))
     }
 }
 
@@ -173,25 +218,25 @@ impl Detector {
             shared.run(self, progress);
             return shared.collect();
         }
-        let mut copies = self.replicas.take();
-        let bytes = match copies.len() < streams - 1 {
-            true => Some(self.to_bytes()?),
-            false => None,
-        };
-        let device = self.classifier.device();
+        let mut copies: Vec<StreamCopy> = self
+            .replicas
+            .take()
+            .into_iter()
+            .map(|d| StreamCopy::Ready(Box::new(d)))
+            .collect();
+        while copies.len() < streams - 1 {
+            copies.push(StreamCopy::Parts(Box::new(self.share())));
+        }
         let kept = std::thread::scope(|s| {
-            let handles: Vec<_> = (1..streams)
-                .map(|_| {
-                    let (copy, shared, bytes) = (copies.pop(), &shared, bytes.as_deref());
-                    s.spawn(move || -> Result<Detector> {
+            let handles: Vec<_> = copies
+                .into_iter()
+                .map(|copy| {
+                    let shared = &shared;
+                    s.spawn(move || -> Result<Box<Detector>> {
                         let _threads = ThreadIntraOp::set(per_stream);
                         let det = match copy {
-                            Some(d) => d,
-                            None => Detector::parse(
-                                bytes.unwrap_or_default(),
-                                Path::new(IN_MEMORY),
-                                device,
-                            )?,
+                            StreamCopy::Ready(d) => d,
+                            StreamCopy::Parts(parts) => Box::new(parts.build()?),
                         };
                         shared.run(&det, |_| {});
                         Ok(det)
@@ -205,9 +250,9 @@ impl Detector {
             let mut kept = Vec::new();
             for h in handles {
                 match h.join() {
-                    Ok(Ok(det)) => kept.push(det),
+                    Ok(Ok(det)) => kept.push(*det),
                     // this stream did no job; the others did them all
-                    Ok(Err(e)) => log::warn!("a scoring stream could not copy the detector: {e}"),
+                    Ok(Err(e)) => log::warn!("a scoring stream could not build its copy: {e}"),
                     Err(panic) => std::panic::resume_unwind(panic),
                 }
             }
@@ -296,6 +341,10 @@ mod tests {
         assert_eq!(copies(&det), 0);
         assert_close(&det.score_batch(&images).unwrap(), &one);
         assert_eq!(copies(&det), streams - 1, "the copies are kept");
+        let ptr = |d: &Detector| d.classifier.named_variables()["conv1.weight"].data_ptr();
+        for copy in det.replicas.0.lock().unwrap().iter() {
+            assert_eq!(ptr(copy), ptr(&det), "a copy reads the detector's weights");
+        }
         assert_close(&det.score_batch(&images).unwrap(), &one);
         assert_eq!(copies(&det), streams - 1, "and reused, not rebuilt");
         // one image: one job, one stream

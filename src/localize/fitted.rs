@@ -10,7 +10,7 @@ use crate::data::synthetic::mix;
 use crate::data::Normalization;
 use crate::error::{Error, Result};
 use crate::heatmap::AnomalyMap;
-use crate::model::{Classifier, Control};
+use crate::model::{Classifier, Control, SharedClassifier};
 use crate::pipeline::budget::{self, plan_steps, Deadline, PROBE_IMAGES};
 use crate::pipeline::{FitEvent, StageRecord, ValidDetectorParams};
 use image::RgbImage;
@@ -44,6 +44,29 @@ pub struct Localizer {
     params: LocalizerParams,
     side: u32,
     normalization: Normalization,
+}
+
+/// A localizer's parts, its network's variables shared ([`Localizer::share`]); `Send`.
+#[derive(Debug)]
+pub(crate) struct SharedLocalizer {
+    classifier: SharedClassifier,
+    gaussians: PatchGaussians,
+    params: LocalizerParams,
+    side: u32,
+    normalization: Normalization,
+}
+
+impl SharedLocalizer {
+    /// The localizer, its network on the shared variables.
+    pub(crate) fn build(self) -> Result<Localizer> {
+        Ok(Localizer::from_parts(
+            self.classifier.build()?,
+            self.gaussians,
+            self.params,
+            self.side,
+            self.normalization,
+        ))
+    }
 }
 
 impl Localizer {
@@ -108,6 +131,18 @@ impl Localizer {
         self.params = lp.clone().fitted_to(&g, &images);
         self.gaussians = g;
         Ok(())
+    }
+
+    /// Its parts, the network's variables shared rather than copied, to become a localizer on
+    /// another thread ([`SharedLocalizer::build`]).
+    pub(crate) fn share(&self) -> SharedLocalizer {
+        SharedLocalizer {
+            classifier: self.classifier.share(),
+            gaussians: self.gaussians.clone(),
+            params: self.params.clone(),
+            side: self.side,
+            normalization: self.normalization,
+        }
     }
 
     pub(crate) fn from_parts(

@@ -49,6 +49,7 @@ mod upsample;
 
 pub use dense::{dense_features, dense_grid, DENSE_STRIDE};
 pub use features::{grid_side, patch_features};
+pub(crate) use fitted::SharedLocalizer;
 pub use fitted::{prepare_image, top_mean, Localizer, TOP_FRACTION};
 pub use gaussians::PatchGaussians;
 pub use params::{FeatureMode, LocalizerParams, PatchCovariance, PatchDensity, DENSE_WIDTH};

@@ -233,10 +233,47 @@ impl Classifier {
         })
     }
 
+    /// Its configuration and variables, the tensors shared rather than copied, to become a
+    /// classifier on another thread ([`SharedClassifier::build`]).
+    pub(crate) fn share(&self) -> SharedClassifier {
+        SharedClassifier {
+            config: self.config.clone(),
+            device: self.device(),
+            variables: self.named_variables(),
+        }
+    }
+
     /// A copy with the same configuration and variables (weights and BatchNorm statistics).
     pub fn try_clone(&self) -> Result<Self> {
         let mut copy = Self::new_for_load(&self.config, self.device())?;
         copy.vs.copy(&self.vs)?;
         Ok(copy)
+    }
+}
+
+/// A classifier's configuration and variables, sharing the variables' storage
+/// ([`Classifier::share`]). `Send`, so it can cross to another thread.
+#[derive(Debug)]
+pub(crate) struct SharedClassifier {
+    config: ClassifierConfig,
+    device: Device,
+    variables: BTreeMap<String, Tensor>,
+}
+
+impl SharedClassifier {
+    /// A classifier whose variables use the shared storage (nothing is copied): for reading,
+    /// such as scoring on another thread; a change to one's variables is a change to both.
+    pub(crate) fn build(self) -> Result<Classifier> {
+        let clf = Classifier::new_for_load(&self.config, self.device)?;
+        for (name, var) in clf.named_variables() {
+            let src = self.variables.get(&name).ok_or_else(|| {
+                Error::internal(format!(
+                    "variable {name} is missing from a shared classifier"
+                ))
+            })?;
+            let mut var = var;
+            tch::no_grad(|| var.f_set_data(src))?;
+        }
+        Ok(clf)
     }
 }

@@ -61,6 +61,7 @@ mod threads;
 mod train;
 
 pub use checkpoint::{CHECKPOINT_FORMAT, CHECKPOINT_VERSION, MOMENTUM_PREFIX};
+pub(crate) use classifier::SharedClassifier;
 pub use classifier::{Classifier, ClassifierConfig, ClassifierOutput, HEAD_PREFIX};
 pub use device::{
     check_device, resolve_device, CudaEnv, CudaProblem, DeviceChoice, DeviceRequest,

@@ -82,7 +82,7 @@ struct Meta {
 }
 
 /// How errors name a checkpoint that was given as bytes rather than read from a file.
-pub(super) const IN_MEMORY: &str = "<checkpoint bytes>";
+const IN_MEMORY: &str = "<checkpoint bytes>";
 
 fn bad(path: &Path, reason: impl Into<String>) -> Error {
     Error::Checkpoint {
@@ -214,7 +214,7 @@ impl Detector {
         Self::parse(bytes, Path::new(IN_MEMORY), device)
     }
 
-    pub(super) fn parse(bytes: &[u8], path: &Path, device: Device) -> Result<Detector> {
+    fn parse(bytes: &[u8], path: &Path, device: Device) -> Result<Detector> {
         let st = SafeTensors::deserialize(bytes).map_err(|e| {
             bad(path, format!("not a readable safetensors file ({e}); it may be truncated: save the detector again"))
         })?;
