@@ -2,6 +2,11 @@
 //!
 //! Score convention everywhere: **higher = more anomalous** (the density's score of the pooled
 //! ResNet-18 features; squared Mahalanobis distance for the Gaussian).
+//!
+//! Many images at once ([`Detector::score_batch`], [`Detector::score_files`], and so
+//! [`Detector::evaluate`]) are scored on the CPU in parallel streams, each a copy of the
+//! detector on one core that reads the same weights (`CUTPASTE_SCORE_STREAMS=1` turns it off;
+//! see [`MAX_STREAMS`]).
 use crate::data::{images_to_tensor, resize_rgb, Dataset, Normalization};
 use crate::density::FittedDensity;
 use crate::error::{Error, Result};
@@ -37,8 +42,9 @@ pub const SCORE_BATCH: usize = 32;
 /// tensor) is not declared `Sync`, so threads cannot share one `&Detector`. To score in
 /// parallel, give each thread its own copy ([`try_clone`](Self::try_clone), or
 /// [`load`](Self::load) in each thread) or share one `Mutex<Detector>`; `examples/soak.rs`
-/// checks that both give the scores of a single thread. One forward pass already uses all cores
-/// through libtorch's intra-op threads.
+/// checks that both give the scores of a single thread. One call with many images already uses
+/// all cores: [`score_batch`](Self::score_batch) and [`score_files`](Self::score_files) spread
+/// the batches over parallel streams.
 #[derive(Debug)]
 pub struct Detector {
     classifier: Classifier,
