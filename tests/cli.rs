@@ -336,6 +336,33 @@ fn cuda_that_cannot_be_used_is_one_line_with_the_cause_and_the_fix() {
         }
         assert!(!model.exists(), "nothing is written");
     }
+    // a CPU-trained detector loaded onto an unusable CUDA device: the same one line, naming the
+    // device (not the checkpoint, which is fine)
+    let o = cutpaste(&[
+        "train",
+        s(&data),
+        "-o",
+        s(&model),
+        "--size",
+        "32",
+        "--steps",
+        "1",
+        "--device",
+        "cpu",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    for cmd in ["eval", "predict"] {
+        let o = cutpaste(&[cmd, s(&model), s(&data), "--device", "cuda"]);
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        let err = stderr(&o);
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{cmd}: expected one line, got:\n{err}");
+        assert!(
+            lines[0].starts_with("error: cannot use device cuda:0: "),
+            "{cmd}: {}",
+            lines[0]
+        );
+    }
 }
 
 #[test]

@@ -215,6 +215,8 @@ impl Detector {
     }
 
     fn parse(bytes: &[u8], path: &Path, device: Device) -> Result<Detector> {
+        // the device first: an unusable one is not the checkpoint's fault
+        crate::model::check_device(device)?;
         let st = SafeTensors::deserialize(bytes).map_err(|e| {
             bad(path, format!("not a readable safetensors file ({e}); it may be truncated: save the detector again"))
         })?;
