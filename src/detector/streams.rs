@@ -3,23 +3,22 @@
 //! over all of them.
 //!
 //! Why: a forward split over two threads waits, operator after operator, for the slower half,
-//! and the serial work between operators (batch assembly, the stem max pool's bookkeeping, the
-//! density) leaves the other core idle; two one-thread streams fill each other's gaps. On the
+//! and the serial work between operators leaves the other core idle; two one-thread streams fill
+//! each other's gaps. On the
 //! 2-core AMX CPU of docs/results.md ("Scoring streams") two streams of one thread scored the
 //! bench's 256² images faster than one stream of two threads (numbers and command there).
 //!
 //! The rule: streams = min(the caller's intra-op threads, [`MAX_STREAMS`], jobs), each with
 //! threads ÷ streams intra-op threads, and jobs of [`SCORE_BATCH`] ÷ streams images (so as many
 //! images are in flight as with one stream, and the streams finish together); off the CPU,
-//! one stream of [`SCORE_BATCH`]-image jobs. Only the 2-core case
-//! was measured. `CUTPASTE_SCORE_STREAMS=N` caps the streams (`1`: off). A copy shares the
+//! one stream of [`SCORE_BATCH`]-image jobs. Only the 2-core case was measured. `CUTPASTE_SCORE_STREAMS=N` caps the streams (`1`: off). A copy shares the
 //! networks' variables with the detector (nothing is copied but the density, and the fused
 //! backbone's packed weights each copy builds); it is built on its stream's thread while the
 //! caller already scores, and kept for later calls until a `&mut` method changes the scores.
 //!
 //! Scores do not depend on the streams: each batch is the same batch of the same images, and
 //! the copies hold the same variables; only the split of an operator over threads, hence the
-//! order of some floating-point sums, can differ (tested in `tests/streams.rs`).
+//! order of some floating-point sums, can differ (tested below).
 use super::{Detector, ScoreScale, SCORE_BATCH};
 use crate::density::FittedDensity;
 use crate::error::Result;
@@ -30,8 +29,8 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-/// Most streams, whatever the core count (each holds a copy of the networks and a batch of
-/// activations).
+/// Most streams, whatever the core count (each holds its own packed weights for the fused
+/// backbone and a job's activations).
 pub const MAX_STREAMS: usize = 4;
 
 /// Copies of a detector for its streams beyond the first.
