@@ -52,6 +52,7 @@ mod io;
 mod layers;
 mod optim;
 pub(crate) mod pace;
+mod parallel;
 mod pool;
 mod precision;
 mod pretrained;
