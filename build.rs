@@ -2,7 +2,7 @@
 //! `LIBTORCH_USE_PYTORCH=1` or a system install), checks that it is 2.11.x, adds an rpath to it so
 //! tests, examples and benches run with nothing exported, passes the folder on to dependents'
 //! build scripts as `DEP_CUTPASTE_LIBTORCH_LIB`, and compiles the small C++ shims
-//! `csrc/autocast.cpp`, `csrc/fused.cpp`, `csrc/threads.cpp` and `csrc/syncbn.cpp`. Skipped entirely with `doc-only`.
+//! `csrc/autocast.cpp`, `csrc/fused.cpp` and `csrc/threads.cpp`. Skipped entirely with `doc-only`.
 use std::path::{Path, PathBuf};
 
 const FIX: &str = "export LIBTORCH=<folder with lib/ and include/ of libtorch 2.11> (e.g. the \
@@ -80,7 +80,6 @@ fn compile_autocast_shim(libtorch: &Path, cuda: bool) {
     println!("cargo:rerun-if-changed=csrc/autocast.cpp");
     println!("cargo:rerun-if-changed=csrc/fused.cpp");
     println!("cargo:rerun-if-changed=csrc/threads.cpp");
-    println!("cargo:rerun-if-changed=csrc/syncbn.cpp");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     // The PyPI wheels and the cxx11 libtorch zips use the new ABI; torch-sys reads the same
     // variable with the same default.
@@ -94,7 +93,6 @@ fn compile_autocast_shim(libtorch: &Path, cuda: bool) {
         .file("csrc/autocast.cpp")
         .file("csrc/fused.cpp")
         .file("csrc/threads.cpp")
-        .file("csrc/syncbn.cpp")
         .include(libtorch.join("include"))
         .flag("-std=c++17")
         .define("_GLIBCXX_USE_CXX11_ABI", abi.as_str())

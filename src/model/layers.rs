@@ -160,12 +160,6 @@ impl BatchNorm {
     /// `train`: normalise with batch statistics and update the running ones; otherwise use the
     /// running statistics.
     pub(crate) fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        if train {
-            // a data-parallel half step: the whole batch's statistics (`model::parallel`)
-            if let Some(y) = super::parallel::sync_batch_norm(x, self.variables(), 0.1, EPS) {
-                return y;
-            }
-        }
         Ok(x.f_batch_norm(
             Some(&self.weight),
             Some(&self.bias),

@@ -52,7 +52,6 @@ mod io;
 mod layers;
 mod optim;
 pub(crate) mod pace;
-mod parallel;
 mod pool;
 mod precision;
 mod pretrained;

@@ -8,7 +8,6 @@ use super::feed::{with_prefetch, Feed, FeedSpec, Prefetch, Prepared};
 use super::layers::scalar;
 use super::optim::Sgd;
 use super::pace::{Pace, Replan, Schedule, PACE_EVERY};
-use super::parallel::{self, Replica};
 use super::source::BatchSource;
 use crate::data::Normalization;
 use crate::error::{Error, Result};
@@ -340,7 +339,6 @@ pub fn train<S: BatchSource>(
     let mut run = Run {
         clf: classifier,
         sgd: &mut sgd,
-        replica: None,
         params,
         report: TrainReport {
             start_step: start,
@@ -378,8 +376,6 @@ pub fn train<S: BatchSource>(
 struct Run<'a> {
     clf: &'a Classifier,
     sgd: &'a mut Sgd,
-    /// The second rank of data-parallel steps, made at the first one (`model::parallel`).
-    replica: Option<Replica>,
     params: &'a TrainParams,
     report: TrainReport,
 }
@@ -473,16 +469,6 @@ impl Run<'_> {
     /// One SGD step; returns (loss, accuracy) of the batch before the update.
     fn step(&mut self, batch: &Prepared, lr: f64) -> Result<(f64, f64)> {
         self.sgd.zero_grad()?;
-        let n = batch.images.size().first().copied().unwrap_or(0);
-        if parallel::wanted(self.clf.device(), n) {
-            let replica = match &mut self.replica {
-                Some(r) => r,
-                None => self.replica.insert(Replica::of(self.clf)?),
-            };
-            let out = replica.step(self.clf, &batch.images, &batch.labels)?;
-            self.sgd.step(lr)?;
-            return Ok(out);
-        }
         let out = self.clf.forward_t(&batch.images, true)?;
         let labels = batch.labels.f_to_device(self.clf.device())?;
         // Cross-entropy = NLL of log-softmax, in fp32 whatever the forward precision.
