@@ -115,7 +115,8 @@ pub struct ScoreScale {
     pub pooled: Standardiser,
     /// Where the statistics come from.
     pub source: ScaleSource,
-    /// Weight of the pooled z-score, in [0, 1] ([`pooled_weight`]).
+    /// Weight of the pooled z-score, in [0, 1]: `min(1, n / d)` for a pooled Gaussian fitted on
+    /// `n` feature vectors of `d` dimensions.
     #[serde(default = "full_weight")]
     pub pooled_weight: f64,
 }
