@@ -318,51 +318,39 @@ fn cuda_that_cannot_be_used_is_one_line_with_the_cause_and_the_fix() {
             device,
         ]);
         assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-        let err = stderr(&o);
-        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-        assert_eq!(lines.len(), 1, "expected one line, got:\n{err}");
+        let line = one_line(&o);
         let name = if device == "cuda" { "cuda:0" } else { device };
         let want = format!("error: cannot use device {name}: ");
-        assert!(lines[0].starts_with(&want), "{}", lines[0]);
+        assert!(line.starts_with(&want), "{line}");
         if env.compiled {
-            assert!(lines[0].contains("--device cpu") && lines[0].contains("GPU"));
+            assert!(line.contains("--device cpu") && line.contains("GPU"));
         } else {
-            assert!(
-                lines[0].contains("without the `cuda` feature"),
-                "{}",
-                lines[0]
-            );
-            assert!(lines[0].contains("--features cli,cuda"), "{}", lines[0]);
+            assert!(line.contains("without the `cuda` feature"), "{line}");
+            assert!(line.contains("--features cli,cuda"), "{line}");
         }
         assert!(!model.exists(), "nothing is written");
     }
     // a CPU-trained detector loaded onto an unusable CUDA device: the same one line, naming the
     // device (not the checkpoint, which is fine)
-    let o = cutpaste(&[
-        "train",
-        s(&data),
-        "-o",
-        s(&model),
-        "--size",
-        "32",
-        "--steps",
-        "1",
-        "--device",
-        "cpu",
-    ]);
+    let o = train(&data, &model, &["--size", "32"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     for cmd in ["eval", "predict"] {
         let o = cutpaste(&[cmd, s(&model), s(&data), "--device", "cuda"]);
         assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-        let err = stderr(&o);
-        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-        assert_eq!(lines.len(), 1, "{cmd}: expected one line, got:\n{err}");
+        let line = one_line(&o);
         assert!(
-            lines[0].starts_with("error: cannot use device cuda:0: "),
-            "{cmd}: {}",
-            lines[0]
+            line.starts_with("error: cannot use device cuda:0: "),
+            "{cmd}: {line}"
         );
     }
+}
+
+/// The only non-empty line of a command's stderr (fails when there are more).
+fn one_line(o: &Output) -> String {
+    let err = stderr(o);
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line, got:\n{err}");
+    lines[0].to_string()
 }
 
 #[test]

@@ -4,15 +4,16 @@
 //!
 //! Why: a forward split over two threads waits, operator after operator, for the slower half,
 //! and the serial work between operators leaves the other core idle; two one-thread streams fill
-//! each other's gaps. On the
-//! 2-core AMX CPU of docs/results.md ("Scoring streams") two streams of one thread scored the
-//! bench's 256² images faster than one stream of two threads (numbers and command there).
+//! each other's gaps. On the 2-core AMX CPU of docs/results.md ("Scoring streams") two streams
+//! of one thread scored the bench's 256² images faster than one stream of two threads (numbers
+//! and command there).
 //!
 //! The rule: streams = min(the caller's intra-op threads, [`MAX_STREAMS`], jobs), each with
 //! threads ÷ streams intra-op threads, and jobs of [`SCORE_BATCH`] ÷ streams images (so as many
 //! images are in flight as with one stream, and the streams finish together); off the CPU,
-//! one stream of [`SCORE_BATCH`]-image jobs. Only the 2-core case was measured. `CUTPASTE_SCORE_STREAMS=N` caps the streams (`1`: off). A copy shares the
-//! networks' variables with the detector (nothing is copied but the density, and the fused
+//! one stream of [`SCORE_BATCH`]-image jobs. Only the 2-core case was measured.
+//! `CUTPASTE_SCORE_STREAMS=N` caps the streams (`1`: off). A copy shares the networks'
+//! variables with the detector (nothing is copied but the density, and the fused
 //! backbone's packed weights each copy builds); it is built on its stream's thread while the
 //! caller already scores, and kept for later calls until a `&mut` method changes the scores.
 //!
@@ -161,11 +162,13 @@ impl<T> Jobs<'_, T> {
     }
 }
 
-/// How `items` images are scored: streams and the images per job.
+/// How `items` images are scored: streams, the images per job and each stream's intra-op
+/// threads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Plan {
     pub(super) streams: usize,
     pub(super) job: usize,
+    threads: usize,
 }
 
 impl Detector {
@@ -173,20 +176,25 @@ impl Detector {
     /// [`SCORE_BATCH`] ÷ streams images, so the images in flight are one batch's, as with one
     /// stream, and the last jobs balance out.
     pub(super) fn plan(&self, items: usize) -> Plan {
+        let threads = usize::try_from(tch::get_num_threads()).unwrap_or(1).max(1);
         let one = Plan {
             streams: 1,
             job: SCORE_BATCH,
+            threads,
         };
         if self.classifier.device() != tch::Device::Cpu {
             return one;
         }
-        let threads = usize::try_from(tch::get_num_threads()).unwrap_or(1).max(1);
         let cap = stream_cap().unwrap_or(MAX_STREAMS).min(MAX_STREAMS);
         let streams = threads.min(cap);
         let job = SCORE_BATCH.div_ceil(streams);
         let streams = streams.min(items.div_ceil(job));
         match streams > 1 {
-            true => Plan { streams, job },
+            true => Plan {
+                streams,
+                job,
+                threads: (threads / streams).max(1),
+            },
             false => one,
         }
     }
@@ -201,9 +209,11 @@ impl Detector {
         work: &Work<'_, T>,
         progress: &mut dyn FnMut(usize),
     ) -> Result<Vec<T>> {
-        let Plan { streams, job } = self.plan(items);
-        let threads = usize::try_from(tch::get_num_threads()).unwrap_or(1);
-        let per_stream = (threads / streams).max(1);
+        let Plan {
+            streams,
+            job,
+            threads: per_stream,
+        } = self.plan(items);
         let shared = Jobs {
             items,
             size: job,
