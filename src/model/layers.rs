@@ -128,6 +128,11 @@ pub(crate) struct BatchNorm {
 }
 
 impl BatchNorm {
+    /// PyTorch's default momentum of the running statistics.
+    pub(crate) const MOMENTUM: f64 = 0.1;
+    /// PyTorch's default ε.
+    pub(crate) const EPS: f64 = EPS;
+
     /// weight = 1, bias = 0, running statistics (0, 1): PyTorch's initialisation.
     pub(crate) fn new(p: &nn::Path, channels: i64) -> Result<Self> {
         Ok(Self {
@@ -166,7 +171,7 @@ impl BatchNorm {
             Some(&self.running_mean),
             Some(&self.running_var),
             train,
-            0.1,
+            Self::MOMENTUM,
             EPS,
             true,
         )?)

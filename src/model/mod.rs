@@ -57,6 +57,7 @@ mod precision;
 mod pretrained;
 mod resnet;
 mod source;
+mod stem;
 mod threads;
 mod train;
 

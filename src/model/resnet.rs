@@ -218,12 +218,7 @@ impl ResNet18 {
             // The running statistics change in place without a version bump.
             *self.frozen_cache() = None;
         }
-        let y = self
-            .bn1
-            .forward_t(&self.conv1.forward(x)?, train)?
-            .f_relu()?;
-        // [N, 64, H/2, W/2] -> [N, 64, H/4, W/4]
-        let y = y.f_max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false)?;
+        let y = self.stem(x, train)?;
         let layer1 = self.stage(0, &y, train)?;
         let layer2 = self.stage(1, &layer1, train)?;
         let layer3 = self.stage(2, &layer2, train)?;
@@ -238,17 +233,27 @@ impl ResNet18 {
         })
     }
 
+    /// conv1, bn1, ReLU and the max-pool: `[N, 3, H, W]` -> `[N, 64, H/4, W/4]`. In training
+    /// the last three run as one fused function where it applies (see `stem.rs`).
+    fn stem(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        // [N, 3, H, W] -> [N, 64, H/2, W/2]
+        let y = self.conv1.forward(x)?;
+        if train {
+            if let Some(pooled) = super::stem::bn_relu_pool_train(&self.bn1, &y)? {
+                return Ok(pooled);
+            }
+        }
+        let y = self.bn1.forward_t(&y, train)?.f_relu()?;
+        // [N, 64, H/2, W/2] -> [N, 64, H/4, W/4]
+        Ok(y.f_max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false)?)
+    }
+
     /// `layer2` `[N, 128, H/8, W/8]` and `layer3` `[N, 256, H/16, W/16]` of an `[N, 3, H, W]`
     /// batch in evaluation mode, without running `layer4` (the dense mid-level features of
     /// [`crate::localize::FeatureMode::Dense`]; PAPER.md Table 3 uses intermediate levels too).
     pub fn forward_mid(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
         check_input(x)?;
-        let y = self
-            .bn1
-            .forward_t(&self.conv1.forward(x)?, false)?
-            .f_relu()?;
-        // [N, 64, H/2, W/2] -> [N, 64, H/4, W/4]
-        let y = y.f_max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false)?;
+        let y = self.stem(x, false)?;
         let layer2 = self.stage(1, &self.stage(0, &y, false)?, false)?;
         let layer3 = self.stage(2, &layer2, false)?;
         Ok((layer2, layer3))
