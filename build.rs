@@ -2,8 +2,8 @@
 //! `LIBTORCH_USE_PYTORCH=1` or a system install), checks that it is 2.11.x, adds an rpath to it so
 //! tests, examples and benches run with nothing exported, passes the folder on to dependents'
 //! build scripts as `DEP_CUTPASTE_LIBTORCH_LIB`, and compiles the small C++ shims
-//! `csrc/autocast.cpp`, `csrc/fused.cpp` and `csrc/threads.cpp`, and the training stem's kernels
-//! `csrc/stem.cpp` (always optimised). Skipped entirely with `doc-only`.
+//! `csrc/autocast.cpp`, `csrc/fused.cpp` and `csrc/threads.cpp`, and the fused training
+//! BatchNorm kernels `csrc/stem.cpp` and `csrc/bn_act.cpp` (always optimised). Skipped entirely with `doc-only`.
 use std::path::{Path, PathBuf};
 
 const FIX: &str = "export LIBTORCH=<folder with lib/ and include/ of libtorch 2.11> (e.g. the \
@@ -82,6 +82,8 @@ fn compile_autocast_shim(libtorch: &Path, cuda: bool) {
     println!("cargo:rerun-if-changed=csrc/fused.cpp");
     println!("cargo:rerun-if-changed=csrc/threads.cpp");
     println!("cargo:rerun-if-changed=csrc/stem.cpp");
+    println!("cargo:rerun-if-changed=csrc/bn_act.cpp");
+    println!("cargo:rerun-if-changed=csrc/bn_kernels.h");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     // The PyPI wheels and the cxx11 libtorch zips use the new ABI; torch-sys reads the same
     // variable with the same default.
@@ -99,11 +101,12 @@ fn compile_autocast_shim(libtorch: &Path, cuda: bool) {
         .flag("-std=c++17")
         .define("_GLIBCXX_USE_CXX11_ABI", abi.as_str())
         .compile("cutpaste_autocast");
-    // The stem's loops are the kernels themselves: optimised (and vectorised per instruction set,
+    // The fused training kernels' loops are the kernels themselves: optimised (and vectorised per instruction set,
     // see its `target_clones`) in every profile, or debug test builds would crawl.
     cc::Build::new()
         .cpp(true)
         .file("csrc/stem.cpp")
+        .file("csrc/bn_act.cpp")
         .include(libtorch.join("include"))
         .include(libtorch.join("include/torch/csrc/api/include"))
         .flag("-std=c++17")

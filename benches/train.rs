@@ -34,7 +34,12 @@
 //! default: all cores), `CUTPASTE_BENCH_PREFETCH` (`workers:depth` of the batch feeding threads,
 //! default the library's CPU default), `CUTPASTE_BENCH_DATA` (image folder), `CUTPASTE_BENCH_PYTHON` (default
 //! `.venv-ref/bin/python` when present, else `.venv/bin/python`; `none` skips the reference),
-//! `CUTPASTE_BENCH_BATCH_IMAGES` (source images per batch on both sides, default 32).
+//! `CUTPASTE_BENCH_BATCH_IMAGES` (source images per batch on both sides, default 32),
+//! `CUTPASTE_BENCH_PAIRED=fused` (ours only: every process alternates the fused training
+//! BatchNorm kernels, [`cutpaste::model::set_fused_training`], on and off from step to step,
+//! warm-up included, and adds `on_…`/`off_…` medians and `paired_ratio_median`, the median of
+//! each on step's speed over the off step after it: an A/B that this machine's
+//! minute-to-minute speed swings do not reach).
 mod common;
 use common::{env_or, env_usize, median, peak_rss_mib, threads};
 
@@ -104,9 +109,17 @@ fn child(size: u32, fast_path: FastPath, warmup: usize, steps: usize) {
         params = params.prefetch(p);
     }
     let total = warmup + steps;
+    let paired = std::env::var("CUTPASTE_BENCH_PAIRED").is_ok_and(|v| v == "fused");
+    if paired {
+        // odd steps with the fused kernels, even steps without
+        cutpaste::model::set_fused_training(true);
+    }
     let mut times: Vec<Duration> = vec![];
     let mut losses: Vec<f64> = vec![];
     let result = train(&mut clf, &mut source, &params, |p| {
+        if paired {
+            cutpaste::model::set_fused_training(p.step % 2 == 0);
+        }
         times.push(p.step_time);
         losses.push(p.loss);
         eprintln!(
@@ -127,7 +140,7 @@ fn child(size: u32, fast_path: FastPath, warmup: usize, steps: usize) {
     let batch = (batch_images() * 3) as f64;
     let timed: Vec<f64> = times.iter().skip(warmup).map(|d| d.as_secs_f64()).collect();
     let ips = median(timed.iter().map(|s| batch / s).collect());
-    let line = serde_json::json!({
+    let mut line = serde_json::json!({
         "impl": "cutpaste", "size": size, "precision": format!("{:?}", fast_path.precision),
         "channels_last": fast_path.channels_last,
         "auto": fast_path == FastPath::auto(tch::Device::Cpu),
@@ -138,7 +151,26 @@ fn child(size: u32, fast_path: FastPath, warmup: usize, steps: usize) {
         "losses": losses,
         "loadavg": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
     });
+    if paired {
+        add_paired(&mut line, &times, warmup, batch);
+    }
     println!("{line}");
+}
+
+/// The paired A/B fields: step k (1-based) ran with the fused kernels when k is odd.
+fn add_paired(line: &mut serde_json::Value, times: &[Duration], warmup: usize, batch: f64) {
+    let speed = |k: usize| batch / times[k - 1].as_secs_f64();
+    let timed = warmup + 1..=times.len();
+    let on: Vec<f64> = timed.clone().filter(|k| k % 2 == 1).map(speed).collect();
+    let off: Vec<f64> = timed.clone().filter(|k| k % 2 == 0).map(speed).collect();
+    let ratios: Vec<f64> = timed
+        .filter(|k| k % 2 == 1 && *k < times.len())
+        .map(|k| speed(k) / speed(k + 1))
+        .collect();
+    line["paired"] = "fused".into();
+    line["on_images_per_sec_median"] = median(on).into();
+    line["off_images_per_sec_median"] = median(off).into();
+    line["paired_ratio_median"] = median(ratios).into();
 }
 
 /// Runs this executable as a child for one configuration and forwards its JSON line.

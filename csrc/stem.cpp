@@ -16,90 +16,9 @@
 // Sums run in fixed blocks merged in block order (double precision), so results do not depend on
 // the number of threads. Only contiguous channels-last fp32 or bf16 input: anything else is
 // reported as not applicable and the caller runs libtorch's kernels.
-#pragma GCC diagnostic ignored "-Wunused-parameter"
-#include <ATen/ATen.h>
-#include <ATen/Parallel.h>
-#include <torch/csrc/autograd/custom_function.h>
-
-#include <algorithm>
-#include <atomic>
-#include <cmath>
-#include <cstdint>
-#include <cstring>
-#include <limits>
-#include <string>
-#include <thread>
-#include <vector>
+#include "bn_kernels.h"
 
 namespace {
-
-thread_local std::string last_error;
-
-// Row kernels are inlined into each instruction-set clone below, so that each is vectorised for it.
-#define CP_INLINE __attribute__((always_inline)) inline
-
-// ---- element conversions (fp32 and bf16 stored as uint16, round to nearest even) ----
-
-struct F32 {
-  using S = float;
-  static CP_INLINE float load(S v) { return v; }
-  static CP_INLINE S store(float v) { return v; }
-};
-
-struct Bf16 {
-  using S = uint16_t;
-  static CP_INLINE float load(S v) {
-    uint32_t u = static_cast<uint32_t>(v) << 16;
-    float f;
-    std::memcpy(&f, &u, 4);
-    return f;
-  }
-  static CP_INLINE S store(float f) {
-    uint32_t u;
-    std::memcpy(&u, &f, 4);
-    const uint32_t r = (u + 0x7FFF + ((u >> 16) & 1)) >> 16;
-    return static_cast<S>(f != f ? 0x7FC0u : r);
-  }
-};
-
-// ---- the work split: `blocks` fixed blocks over at::get_num_threads() threads ----
-
-// Runs f(block) for every block in [0, blocks) on up to this thread's intra-op thread count.
-template <typename F>
-void parallel_blocks(int64_t blocks, F f) {
-  const int64_t threads = std::min<int64_t>(std::max(at::get_num_threads(), 1), blocks);
-  std::atomic<int64_t> next{0};
-  auto work = [&] {
-    for (int64_t b = next++; b < blocks; b = next++) f(b);
-  };
-  std::vector<std::thread> pool;
-  for (int64_t t = 1; t < threads; ++t) pool.emplace_back(work);
-  work();
-  for (auto& t : pool) t.join();
-}
-
-constexpr int64_t kBlocks = 64;
-
-// Rows [lo, hi) of block b of `rows` rows.
-inline std::pair<int64_t, int64_t> block_rows(int64_t b, int64_t rows, int64_t blocks) {
-  return {b * rows / blocks, (b + 1) * rows / blocks};
-}
-
-// ---- row kernels; x is channels-last, so a row (n, h) is W*C contiguous values ----
-
-// One row's per-channel mean and sum of squared deviations (two passes over the cached row).
-template <typename T>
-CP_INLINE void row_stats(const typename T::S* __restrict__ x, int64_t W, int64_t C, float* __restrict__ mean, float* __restrict__ m2) {
-  for (int64_t c = 0; c < C; ++c) mean[c] = 0.f, m2[c] = 0.f;
-  for (int64_t w = 0; w < W; ++w)
-    for (int64_t c = 0; c < C; ++c) mean[c] += T::load(x[w * C + c]);
-  for (int64_t c = 0; c < C; ++c) mean[c] /= static_cast<float>(W);
-  for (int64_t w = 0; w < W; ++w)
-    for (int64_t c = 0; c < C; ++c) {
-      const float d = T::load(x[w * C + c]) - mean[c];
-      m2[c] += d * d;
-    }
-}
 
 // The ReLU of the normalised value as the pool sees it: rounded to the input's precision.
 template <typename T>
@@ -208,12 +127,8 @@ CP_INLINE void grad_x_row(const typename T::S* __restrict__ x, const float* __re
     }
 }
 
-// Vectorised copies of the row kernels per instruction set (chosen once at load time).
-#define CUTPASTE_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+// Vectorised copies of the row kernels per instruction set (CUTPASTE_CLONES).
 #define CUTPASTE_INSTANTIATE(T)                                                                   \
-  CUTPASTE_CLONES void row_stats_##T(const T::S* x, int64_t W, int64_t C, float* m, float* m2) { \
-    row_stats<T>(x, W, C, m, m2);                                                                \
-  }                                                                                              \
   CUTPASTE_CLONES void pool_row_##T(const T::S* xn, int64_t oh, int64_t H, int64_t W,           \
                                     int64_t OW, int64_t C, const float* a, const float* b,       \
                                     T::S* out, uint8_t* idx, float* mx, float* rows) {           \
@@ -242,7 +157,6 @@ template <typename T>
 struct Kern;
 template <>
 struct Kern<F32> {
-  static constexpr auto stats = row_stats_F32;
   static constexpr auto pool = pool_row_F32;
   static constexpr auto dz = dz_row_F32;
   static constexpr auto sums = grad_sums_row_F32;
@@ -250,66 +164,11 @@ struct Kern<F32> {
 };
 template <>
 struct Kern<Bf16> {
-  static constexpr auto stats = row_stats_Bf16;
   static constexpr auto pool = pool_row_Bf16;
   static constexpr auto dz = dz_row_Bf16;
   static constexpr auto sums = grad_sums_row_Bf16;
   static constexpr auto gx = grad_x_row_Bf16;
 };
-
-// ---- whole-tensor passes ----
-
-struct Shape {
-  int64_t N, C, H, W, OH, OW;
-};
-
-Shape shape_of(const at::Tensor& x) {
-  Shape s{x.size(0), x.size(1), x.size(2), x.size(3), 0, 0};
-  s.OH = (s.H - 1) / 2 + 1;  // kernel 3, stride 2, padding 1, floor mode
-  s.OW = (s.W - 1) / 2 + 1;
-  return s;
-}
-
-// Per-channel batch mean and biased variance (double), merged over blocks in block order
-// (Chan et al.'s pairwise update).
-template <typename T>
-void batch_stats(const typename T::S* x, const Shape& s, std::vector<double>& mean,
-                 std::vector<double>& var) {
-  const int64_t rows = s.N * s.H, C = s.C, blocks = std::min(kBlocks, rows);
-  std::vector<double> bm(blocks * C, 0.0), b2(blocks * C, 0.0), bn(blocks, 0.0);
-  parallel_blocks(blocks, [&](int64_t blk) {
-    std::vector<float> rm(C), r2(C);
-    double* m = &bm[blk * C];
-    double* m2 = &b2[blk * C];
-    double n = 0;
-    auto [lo, hi] = block_rows(blk, rows, blocks);
-    for (int64_t r = lo; r < hi; ++r) {
-      Kern<T>::stats(x + r * s.W * C, s.W, C, rm.data(), r2.data());
-      const double nb = static_cast<double>(s.W), tot = n + nb;
-      for (int64_t c = 0; c < C; ++c) {
-        const double d = rm[c] - m[c];
-        m[c] += d * nb / tot;
-        m2[c] += r2[c] + d * d * n * nb / tot;
-      }
-      n = tot;
-    }
-    bn[blk] = n;
-  });
-  mean.assign(C, 0.0);
-  var.assign(C, 0.0);
-  double n = 0;
-  for (int64_t blk = 0; blk < blocks; ++blk) {
-    const double nb = bn[blk], tot = n + nb;
-    if (nb == 0) continue;
-    for (int64_t c = 0; c < C; ++c) {
-      const double d = bm[blk * C + c] - mean[c];
-      mean[c] += d * nb / tot;
-      var[c] += b2[blk * C + c] + d * d * n * nb / tot;
-    }
-    n = tot;
-  }
-  for (int64_t c = 0; c < C; ++c) var[c] /= n;
-}
 
 template <typename T>
 void pool_forward(const at::Tensor& x, const Shape& s, const float* a, const float* b,
@@ -382,12 +241,6 @@ void stem_backward(const at::Tensor& dp_t, const at::Tensor& idx_t, const at::Te
   });
 }
 
-at::Tensor f32(const std::vector<double>& v) {
-  auto t = at::empty({static_cast<int64_t>(v.size())}, at::kFloat);
-  for (size_t i = 0; i < v.size(); ++i) t.data_ptr<float>()[i] = static_cast<float>(v[i]);
-  return t;
-}
-
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
@@ -402,26 +255,9 @@ struct StemBnReluPool : public torch::autograd::Function<StemBnReluPool> {
       batch_stats<Bf16>(reinterpret_cast<const uint16_t*>(x.data_ptr()), s, mean, var);
     else
       batch_stats<F32>(x.data_ptr<float>(), s, mean, var);
-    const double cnt = static_cast<double>(s.N * s.H * s.W);
-    {  // running statistics, as torch.nn.BatchNorm2d: the unbiased variance
-      float* rm = running_mean.data_ptr<float>();
-      float* rv = running_var.data_ptr<float>();
-      for (int64_t c = 0; c < s.C; ++c) {
-        rm[c] = static_cast<float>((1.0 - momentum) * rm[c] + momentum * mean[c]);
-        rv[c] = static_cast<float>((1.0 - momentum) * rv[c] +
-                                   momentum * var[c] * cnt / std::max(cnt - 1.0, 1.0));
-      }
-    }
-    // y = x * a + b with a = gamma * invstd, b = beta - mean * a
-    std::vector<double> invstd(s.C), a(s.C), b(s.C);
-    const float* g = gamma.data_ptr<float>();
-    const float* be = beta.data_ptr<float>();
-    for (int64_t c = 0; c < s.C; ++c) {
-      invstd[c] = 1.0 / std::sqrt(var[c] + eps);
-      const float af = static_cast<float>(g[c] * static_cast<float>(invstd[c]));
-      a[c] = af;
-      b[c] = be[c] - static_cast<float>(mean[c]) * af;
-    }
+    std::vector<double> invstd, a, b;
+    affine_and_running(s, mean, var, gamma, beta, running_mean, running_var, momentum, eps,
+                       invstd, a, b);
     auto a_t = f32(a), b_t = f32(b);
     auto cl = at::MemoryFormat::ChannelsLast;
     auto out = at::empty({s.N, s.C, s.OH, s.OW}, x.options().memory_format(cl));
@@ -453,24 +289,6 @@ struct StemBnReluPool : public torch::autograd::Function<StemBnReluPool> {
   }
 };
 
-template <typename F>
-int guarded(F f) {
-  try {
-    f();
-    return 0;
-  } catch (const std::exception& e) {
-    last_error = e.what();
-  } catch (...) {
-    last_error = "unknown C++ exception";
-  }
-  return 1;
-}
-
-bool param_ok(const at::Tensor& t, int64_t c) {
-  return t.defined() && t.device().is_cpu() && t.scalar_type() == at::kFloat && t.dim() == 1 &&
-         t.size(0) == c && t.is_contiguous();
-}
-
 }  // namespace
 
 extern "C" {
@@ -484,13 +302,7 @@ int cutpaste_stem_train(const at::Tensor* x, const at::Tensor* gamma, const at::
                         const at::Tensor* running_mean, const at::Tensor* running_var,
                         double momentum, double eps, at::Tensor** out) {
   const at::Tensor& t = *x;
-  const bool ok = t.defined() && t.device().is_cpu() && t.dim() == 4 &&
-                  (t.scalar_type() == at::kFloat || t.scalar_type() == at::kBFloat16) &&
-                  t.is_contiguous(at::MemoryFormat::ChannelsLast) && t.size(0) > 0 &&
-                  t.size(2) > 0 && t.size(3) > 0 && t.size(0) * t.size(2) * t.size(3) > 1 &&
-                  param_ok(*gamma, t.size(1)) && param_ok(*beta, t.size(1)) &&
-                  param_ok(*running_mean, t.size(1)) && param_ok(*running_var, t.size(1));
-  if (!ok) return 2;
+  if (!input_ok(t, *gamma, *beta, *running_mean, *running_var)) return 2;
   return guarded([&] {
     auto y = StemBnReluPool::apply(t, *gamma, *beta, *running_mean, *running_var, momentum, eps);
     *out = new at::Tensor(std::move(y));

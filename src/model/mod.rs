@@ -12,6 +12,11 @@
 //!   [`set_fused_inference`]; `CUTPASTE_FUSED=0` turns it off). Same function, fp32 within 1e-4
 //!   relative; scoring at 256² on an AMX CPU 1.5× the eager bf16 forward when glibc serves
 //!   libtorch's allocations, 0–9 % when jemalloc does (docs/results.md).
+//! * Fused training BatchNorm kernels (CPU, channels-last): in a training-mode forward, bn1 with
+//!   its ReLU and the max-pool, and each residual block's BatchNorm with its ReLU (and residual
+//!   sum), run as single autograd functions that pass over the activations fewer times
+//!   ([`fused_training`], [`set_fused_training`]; `CUTPASTE_FUSED_TRAIN=0` turns them off). Same
+//!   functions, fp32 within 1e-4 relative (docs/results.md).
 //! * [`train`]: the training loop (SGD 0.03 / 0.9 / 3e-5, cosine to 0), fed by a
 //!   [`BatchSource`] on a background thread, reporting [`Progress`] to a callback, with atomic,
 //!   resumable checkpoints; [`Prefetch`] sets how many threads prepare batches ahead.
@@ -47,6 +52,7 @@ mod classifier;
 mod device;
 mod feed;
 mod fused;
+mod fused_train;
 mod head;
 mod io;
 mod layers;
@@ -57,7 +63,6 @@ mod precision;
 mod pretrained;
 mod resnet;
 mod source;
-mod stem;
 mod threads;
 mod train;
 
@@ -70,6 +75,7 @@ pub use device::{
 };
 pub use feed::Prefetch;
 pub use fused::{fused_inference, fused_inference_available, set_fused_inference};
+pub use fused_train::{fused_training, set_fused_training};
 pub use head::{HeadConfig, HeadOutput, MlpHead};
 pub(crate) use io::f32_bytes;
 pub(crate) use layers::Init;

@@ -49,17 +49,29 @@ impl BasicBlock {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = self
-            .bn1
-            .forward_t(&self.conv1.forward(x)?, train)?
-            .f_relu()?;
-        let y = self.bn2.forward_t(&self.conv2.forward(&y)?, train)?;
+        let y = bn_relu(&self.bn1, &self.conv1.forward(x)?, None, train)?;
         let shortcut = match &self.downsample {
             Some((conv, bn)) => bn.forward_t(&conv.forward(x)?, train)?,
             None => x.shallow_clone(),
         };
-        Ok(y.f_add(&shortcut)?.f_relu()?)
+        bn_relu(&self.bn2, &self.conv2.forward(&y)?, Some(&shortcut), train)
     }
+}
+
+/// `relu(bn(x) + residual)`, or `relu(bn(x))` without a residual; in training one fused
+/// function where it applies (see `fused_train.rs`).
+fn bn_relu(bn: &BatchNorm, x: &Tensor, residual: Option<&Tensor>, train: bool) -> Result<Tensor> {
+    if train {
+        if let Some(y) = super::fused_train::bn_relu_train(bn, x, residual)? {
+            return Ok(y);
+        }
+    }
+    let y = bn.forward_t(x, train)?;
+    let y = match residual {
+        Some(r) => y.f_add(r)?,
+        None => y,
+    };
+    Ok(y.f_relu()?)
 }
 
 /// The outputs of one ResNet-18 forward pass that later stages use.
@@ -234,12 +246,12 @@ impl ResNet18 {
     }
 
     /// conv1, bn1, ReLU and the max-pool: `[N, 3, H, W]` -> `[N, 64, H/4, W/4]`. In training
-    /// the last three run as one fused function where it applies (see `stem.rs`).
+    /// the last three run as one fused function where it applies (see `fused_train.rs`).
     fn stem(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         // [N, 3, H, W] -> [N, 64, H/2, W/2]
         let y = self.conv1.forward(x)?;
         if train {
-            if let Some(pooled) = super::stem::bn_relu_pool_train(&self.bn1, &y)? {
+            if let Some(pooled) = super::fused_train::bn_relu_pool_train(&self.bn1, &y)? {
                 return Ok(pooled);
             }
         }
