@@ -84,6 +84,7 @@ fn compile_autocast_shim(libtorch: &Path, cuda: bool) {
     println!("cargo:rerun-if-changed=csrc/stem.cpp");
     println!("cargo:rerun-if-changed=csrc/bn_act.cpp");
     println!("cargo:rerun-if-changed=csrc/bn_kernels.h");
+    println!("cargo:rerun-if-changed=csrc/shim.h");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     // The PyPI wheels and the cxx11 libtorch zips use the new ABI; torch-sys reads the same
     // variable with the same default.

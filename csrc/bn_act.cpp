@@ -144,19 +144,8 @@ void act_backward(const at::Tensor& x, const at::Tensor& y, const at::Tensor& dy
       for (int64_t c = 0; c < C; ++c) p1[blk * C + c] += r1[c], p2[blk * C + c] += r2[c];
     }
   });
-  s1.assign(C, 0.0);
-  s2.assign(C, 0.0);
-  for (int64_t blk = 0; blk < blocks; ++blk)
-    for (int64_t c = 0; c < C; ++c) s1[c] += p1[blk * C + c], s2[c] += p2[blk * C + c];
-  const double cnt = static_cast<double>(s.N * s.H * s.W);
-  std::vector<float> k1(C), k2(C), k3(C);
-  for (int64_t c = 0; c < C; ++c) {
-    const double g = gamma[c] * static_cast<double>(invstd[c]);
-    const double proj = g * invstd[c] * s2[c] / cnt;
-    k1[c] = static_cast<float>(g);
-    k2[c] = static_cast<float>(-proj);
-    k3[c] = static_cast<float>(proj * mean[c] - g * s1[c] / cnt);
-  }
+  std::vector<float> k1, k2, k3;
+  input_grad_coefficients(s, p1, p2, blocks, gamma, mean, invstd, s1, s2, k1, k2, k3);
   auto* dxp = mut<T>(dx);
   auto* drp = mut<T>(dr);
   const int64_t blocks2 = std::min(kBlocks * 4, rows);

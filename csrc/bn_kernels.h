@@ -17,9 +17,9 @@
 #include <thread>
 #include <vector>
 
-namespace {
+#include "shim.h"
 
-thread_local std::string last_error;
+namespace {
 
 // Row kernels are inlined into each instruction-set clone, so that each is vectorised for it.
 #define CP_INLINE __attribute__((always_inline)) inline
@@ -162,17 +162,30 @@ at::Tensor f32(const std::vector<double>& v) {
   return t;
 }
 
-template <typename F>
-int guarded(F f) {
-  try {
-    f();
-    return 0;
-  } catch (const std::exception& e) {
-    last_error = e.what();
-  } catch (...) {
-    last_error = "unknown C++ exception";
+// The per-block sums p1 = sum(dz), p2 = sum(dz * xhat) ([blocks, C]) merged in block order into
+// s1, s2, and the input gradient's per-channel coefficients dx = k1 * dz + k2 * x + k3, i.e.
+// dx = g*dz - g*s1/n - g*invstd*s2/n*(x - mean) with g = gamma*invstd and n = N*H*W.
+void input_grad_coefficients(const Shape& s, const std::vector<double>& p1,
+                             const std::vector<double>& p2, int64_t blocks, const float* gamma,
+                             const float* mean, const float* invstd, std::vector<double>& s1,
+                             std::vector<double>& s2, std::vector<float>& k1,
+                             std::vector<float>& k2, std::vector<float>& k3) {
+  const int64_t C = s.C;
+  s1.assign(C, 0.0);
+  s2.assign(C, 0.0);
+  for (int64_t blk = 0; blk < blocks; ++blk)
+    for (int64_t c = 0; c < C; ++c) s1[c] += p1[blk * C + c], s2[c] += p2[blk * C + c];
+  const double cnt = static_cast<double>(s.N * s.H * s.W);
+  k1.assign(C, 0.f);
+  k2.assign(C, 0.f);
+  k3.assign(C, 0.f);
+  for (int64_t c = 0; c < C; ++c) {
+    const double g = gamma[c] * static_cast<double>(invstd[c]);
+    const double proj = g * invstd[c] * s2[c] / cnt;
+    k1[c] = static_cast<float>(g);
+    k2[c] = static_cast<float>(-proj);
+    k3[c] = static_cast<float>(proj * mean[c] - g * s1[c] / cnt);
   }
-  return 1;
 }
 
 bool param_ok(const at::Tensor& t, int64_t c) {

@@ -13,9 +13,9 @@
 #include <string>
 #include <vector>
 
-namespace {
+#include "shim.h"
 
-thread_local std::string last_error;
+namespace {
 
 // The operator `name` (overload `overload`), looked up once per call site; throws when this
 // libtorch was built without oneDNN.
@@ -24,20 +24,6 @@ c10::OperatorHandle op(const char* name, const char* overload) {
 }
 
 std::vector<int64_t> pair(int64_t v) { return {v, v}; }
-
-// Runs `f`, turning a C++ exception into return code 1 and its message into `last_error`.
-template <typename F>
-int guarded(F f) {
-  try {
-    f();
-    return 0;
-  } catch (const std::exception& e) {
-    last_error = e.what();
-  } catch (...) {
-    last_error = "unknown C++ exception";
-  }
-  return 1;
-}
 
 // Appends what every oneDNN convolution operator takes after its input(s): weight, bias (None
 // when null), padding, stride, dilation 1 and groups 1.

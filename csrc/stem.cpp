@@ -94,6 +94,15 @@ CP_INLINE void dz_row(const typename T::S* __restrict__ dp, const uint8_t* __res
   }
 }
 
+// x's value and dz masked by the ReLU: 0 where relu(x*a + b), rounded as the forward rounds it,
+// is 0.
+template <typename T>
+CP_INLINE float masked(typename T::S x, float dz, float a, float b, float& xv) {
+  xv = T::load(x);
+  const float z = T::load(T::store(xv * a + b));
+  return z <= 0.f ? 0.f : dz;
+}
+
 // Masks dz by the ReLU (kept where its output is not 0) and adds the row's sum(dz) and
 // sum(dz * xhat) to s1, s2.
 template <typename T>
@@ -102,10 +111,8 @@ CP_INLINE void grad_sums_row(const typename T::S* __restrict__ x, float* __restr
                           float* __restrict__ s1, float* __restrict__ s2) {
   for (int64_t w = 0; w < W; ++w)
     for (int64_t c = 0; c < C; ++c) {
-      const float xv = T::load(x[w * C + c]);
-      const float z = T::load(T::store(xv * a[c] + b[c]));
-      const float dv = dz[w * C + c];
-      const float d = z <= 0.f ? 0.f : dv;
+      float xv;
+      const float d = masked<T>(x[w * C + c], dz[w * C + c], a[c], b[c], xv);
       dz[w * C + c] = d;
       s1[c] += d;
       s2[c] += d * (xv - mean[c]) * invstd[c];
@@ -119,10 +126,8 @@ CP_INLINE void grad_x_row(const typename T::S* __restrict__ x, const float* __re
                        const float* __restrict__ k3, typename T::S* __restrict__ dx) {
   for (int64_t w = 0; w < W; ++w)
     for (int64_t c = 0; c < C; ++c) {
-      const float xv = T::load(x[w * C + c]);
-      const float z = T::load(T::store(xv * a[c] + b[c]));
-      const float dv = dz[w * C + c];
-      const float d = z <= 0.f ? 0.f : dv;
+      float xv;
+      const float d = masked<T>(x[w * C + c], dz[w * C + c], a[c], b[c], xv);
       dx[w * C + c] = T::store(k1[c] * d + k2[c] * xv + k3[c]);
     }
 }
@@ -214,20 +219,8 @@ void stem_backward(const at::Tensor& dp_t, const at::Tensor& idx_t, const at::Te
       for (int64_t c = 0; c < C; ++c) p1[blk * C + c] += r1[c], p2[blk * C + c] += r2[c];
     }
   });
-  s1.assign(C, 0.0);
-  s2.assign(C, 0.0);
-  for (int64_t blk = 0; blk < blocks; ++blk)
-    for (int64_t c = 0; c < C; ++c) s1[c] += p1[blk * C + c], s2[c] += p2[blk * C + c];
-  // dx = g*dz - g*s1/n - g*invstd*s2/n*(x - mean), g = gamma*invstd
-  const double cnt = static_cast<double>(s.N * s.H * s.W);
-  std::vector<float> k1(C), k2(C), k3(C);
-  for (int64_t c = 0; c < C; ++c) {
-    const double g = gamma[c] * static_cast<double>(invstd[c]);
-    const double proj = g * invstd[c] * s2[c] / cnt;
-    k1[c] = static_cast<float>(g);
-    k2[c] = static_cast<float>(-proj);
-    k3[c] = static_cast<float>(proj * mean[c] - g * s1[c] / cnt);
-  }
+  std::vector<float> k1, k2, k3;
+  input_grad_coefficients(s, p1, p2, blocks, gamma, mean, invstd, s1, s2, k1, k2, k3);
   // pass 2: the input gradient
   parallel_blocks(std::min(kBlocks * 4, rows), [&](int64_t blk) {
     std::vector<float> dz(s.W * C);
