@@ -23,8 +23,13 @@ namespace {
 
 // Row kernels are inlined into each instruction-set clone, so that each is vectorised for it.
 #define CP_INLINE __attribute__((always_inline)) inline
-// Vectorised copies of a function per instruction set (chosen once at load time).
+// Vectorised copies of a function per instruction set (chosen once at load time); x86-64 only,
+// elsewhere one copy for the compiler's target.
+#if defined(__x86_64__)
 #define CUTPASTE_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define CUTPASTE_CLONES
+#endif
 
 // ---- element conversions (fp32 and bf16 stored as uint16, round to nearest even) ----
 
