@@ -16,9 +16,9 @@
 //! differs (fp32: within 1e-4 relative, see the tests); values are rounded to the input's
 //! precision where libtorch's separate kernels round them (bf16 under autocast).
 //!
-//! [`ResNet18::forward_maps`](super::ResNet18::forward_maps) uses them in training mode on the CPU
-//! when they apply (contiguous channels-last fp32 or bf16: the channels-last fast paths); anything
-//! else, or the kernels turned off ([`set_fused_training`]; `CUTPASTE_FUSED_TRAIN=0` in the
+//! [`ResNet18::forward_maps`](super::ResNet18::forward_maps) uses them in training mode for a
+//! channels-last batch (the channels-last fast paths) on the CPU when they apply (contiguous
+//! channels-last fp32 or bf16 activations); an NCHW batch, anything else, or the kernels turned off ([`set_fused_training`]; `CUTPASTE_FUSED_TRAIN=0` in the
 //! environment), runs libtorch's kernels.
 use super::layers::BatchNorm;
 use crate::error::{Error, Result};

@@ -48,25 +48,53 @@ impl BasicBlock {
         })
     }
 
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = bn_relu(&self.bn1, &self.conv1.forward(x)?, None, train)?;
+    fn forward_t(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let y = bn_relu(&self.bn1, &self.conv1.forward(x)?, None, mode)?;
         let shortcut = match &self.downsample {
-            Some((conv, bn)) => bn.forward_t(&conv.forward(x)?, train)?,
+            Some((conv, bn)) => bn.forward_t(&conv.forward(x)?, mode.train())?,
             None => x.shallow_clone(),
         };
-        bn_relu(&self.bn2, &self.conv2.forward(&y)?, Some(&shortcut), train)
+        bn_relu(&self.bn2, &self.conv2.forward(&y)?, Some(&shortcut), mode)
+    }
+}
+
+/// BatchNorm's mode in a forward.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Running statistics.
+    Eval,
+    /// Batch statistics, running statistics updated.
+    Train,
+    /// As `Train`, with the fused training kernels where they apply: a channels-last input
+    /// (see `fused_train.rs`).
+    TrainFused,
+}
+
+impl Mode {
+    /// `train`'s mode for a forward of the batch `x`.
+    fn of(x: &Tensor, train: bool) -> Self {
+        let stride = x.stride();
+        match train {
+            false => Mode::Eval,
+            true if stride.len() == 4 && stride[1] == 1 => Mode::TrainFused,
+            true => Mode::Train,
+        }
+    }
+
+    fn train(self) -> bool {
+        self != Mode::Eval
     }
 }
 
 /// `relu(bn(x) + residual)`, or `relu(bn(x))` without a residual; in training one fused
 /// function where it applies (see `fused_train.rs`).
-fn bn_relu(bn: &BatchNorm, x: &Tensor, residual: Option<&Tensor>, train: bool) -> Result<Tensor> {
-    if train {
+fn bn_relu(bn: &BatchNorm, x: &Tensor, residual: Option<&Tensor>, mode: Mode) -> Result<Tensor> {
+    if mode == Mode::TrainFused {
         if let Some(y) = super::fused_train::bn_relu_train(bn, x, residual)? {
             return Ok(y);
         }
     }
-    let y = bn.forward_t(x, train)?;
+    let y = bn.forward_t(x, mode.train())?;
     let y = match residual {
         Some(r) => y.f_add(r)?,
         None => y,
@@ -230,11 +258,12 @@ impl ResNet18 {
             // The running statistics change in place without a version bump.
             *self.frozen_cache() = None;
         }
-        let y = self.stem(x, train)?;
-        let layer1 = self.stage(0, &y, train)?;
-        let layer2 = self.stage(1, &layer1, train)?;
-        let layer3 = self.stage(2, &layer2, train)?;
-        let layer4 = self.stage(3, &layer3, train)?;
+        let mode = Mode::of(x, train);
+        let y = self.stem(x, mode)?;
+        let layer1 = self.stage(0, &y, mode)?;
+        let layer2 = self.stage(1, &layer1, mode)?;
+        let layer3 = self.stage(2, &layer2, mode)?;
+        let layer4 = self.stage(3, &layer3, mode)?;
         // [N, 512, h, w] -> [N, 512, 1, 1] -> [N, 512]
         let pooled = layer4.f_adaptive_avg_pool2d([1, 1])?.f_flatten(1, -1)?;
         Ok(FeatureMaps {
@@ -247,15 +276,15 @@ impl ResNet18 {
 
     /// conv1, bn1, ReLU and the max-pool: `[N, 3, H, W]` -> `[N, 64, H/4, W/4]`. In training
     /// the last three run as one fused function where it applies (see `fused_train.rs`).
-    fn stem(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+    fn stem(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         // [N, 3, H, W] -> [N, 64, H/2, W/2]
         let y = self.conv1.forward(x)?;
-        if train {
+        if mode == Mode::TrainFused {
             if let Some(pooled) = super::fused_train::bn_relu_pool_train(&self.bn1, &y)? {
                 return Ok(pooled);
             }
         }
-        let y = self.bn1.forward_t(&y, train)?.f_relu()?;
+        let y = self.bn1.forward_t(&y, mode.train())?.f_relu()?;
         // [N, 64, H/2, W/2] -> [N, 64, H/4, W/4]
         Ok(y.f_max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false)?)
     }
@@ -265,16 +294,16 @@ impl ResNet18 {
     /// [`crate::localize::FeatureMode::Dense`]; PAPER.md Table 3 uses intermediate levels too).
     pub fn forward_mid(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
         check_input(x)?;
-        let y = self.stem(x, false)?;
-        let layer2 = self.stage(1, &self.stage(0, &y, false)?, false)?;
-        let layer3 = self.stage(2, &layer2, false)?;
+        let y = self.stem(x, Mode::Eval)?;
+        let layer2 = self.stage(1, &self.stage(0, &y, Mode::Eval)?, Mode::Eval)?;
+        let layer3 = self.stage(2, &layer2, Mode::Eval)?;
         Ok((layer2, layer3))
     }
 
     /// `layer{i+1}`: its two blocks.
-    fn stage(&self, i: usize, x: &Tensor, train: bool) -> Result<Tensor> {
+    fn stage(&self, i: usize, x: &Tensor, mode: Mode) -> Result<Tensor> {
         let [b0, b1] = &self.layers[i];
-        b1.forward_t(&b0.forward_t(x, train)?, train)
+        b1.forward_t(&b0.forward_t(x, mode)?, mode)
     }
 
     /// Pooled 512-d features, `[N, 512]`, of an `[N, 3, H, W]` batch (see [`Self::forward_maps`]).
