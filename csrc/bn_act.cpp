@@ -167,10 +167,7 @@ at::Tensor bn_act_forward(AutogradContext* ctx, const at::Tensor& x, const at::T
   const Shape s = shape_of(x);
   const bool bf16 = x.scalar_type() == at::kBFloat16;
   std::vector<double> mean, var;
-  if (bf16)
-    batch_stats<Bf16>(ptr<Bf16>(x), s, mean, var);
-  else
-    batch_stats<F32>(ptr<F32>(x), s, mean, var);
+  batch_stats_of(x, s, mean, var);
   std::vector<double> invstd, a, b;
   affine_and_running(s, mean, var, gamma, beta, running_mean, running_var, momentum, eps, invstd,
                      a, b);

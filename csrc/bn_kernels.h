@@ -82,7 +82,8 @@ inline std::pair<int64_t, int64_t> block_rows(int64_t b, int64_t rows, int64_t b
 
 // One row's per-channel mean and sum of squared deviations (two passes over the cached row).
 template <typename T>
-CP_INLINE void row_stats(const typename T::S* __restrict__ x, int64_t W, int64_t C, float* __restrict__ mean, float* __restrict__ m2) {
+CP_INLINE void row_stats(const typename T::S* __restrict__ x, int64_t W, int64_t C,
+                         float* __restrict__ mean, float* __restrict__ m2) {
   for (int64_t c = 0; c < C; ++c) mean[c] = 0.f, m2[c] = 0.f;
   for (int64_t w = 0; w < W; ++w)
     for (int64_t c = 0; c < C; ++c) mean[c] += T::load(x[w * C + c]);
@@ -159,6 +160,15 @@ void batch_stats(const typename T::S* x, const Shape& s, std::vector<double>& me
     n = tot;
   }
   for (int64_t c = 0; c < C; ++c) var[c] /= n;
+}
+
+// batch_stats of x (contiguous channels-last fp32 or bf16).
+void batch_stats_of(const at::Tensor& x, const Shape& s, std::vector<double>& mean,
+                    std::vector<double>& var) {
+  if (x.scalar_type() == at::kBFloat16)
+    batch_stats<Bf16>(reinterpret_cast<const uint16_t*>(x.data_ptr()), s, mean, var);
+  else
+    batch_stats<F32>(x.data_ptr<float>(), s, mean, var);
 }
 
 at::Tensor f32(const std::vector<double>& v) {

@@ -1,6 +1,6 @@
 // The training stem's BatchNorm + ReLU + 3x3/2 max-pool as one autograd function for the CPU
-// (src/model/stem.rs). ResNet-18's stem (PAPER.md: ResNet-18 backbone, BatchNorm over the batch)
-// runs on the largest activation of the network, [N, 64, H/2, W/2]: libtorch's three kernels
+// (src/model/fused_train.rs). ResNet-18's stem (PAPER.md: ResNet-18 backbone, BatchNorm over the
+// batch) runs on the largest activation of the network, [N, 64, H/2, W/2]: libtorch's three kernels
 // read and write it about 13 times a step (batch statistics, normalise, ReLU, pool with int64
 // indices, and the three backwards). Here the forward reads it twice (statistics, then normalise,
 // ReLU and pool in one pass, keeping a one-byte window position per pooled value) and the backward
@@ -71,8 +71,9 @@ CP_INLINE void pool_row(const typename T::S* __restrict__ xn, int64_t oh, int64_
 // dz of input row ih (before the ReLU mask): the pooled gradients of the windows whose
 // arg-max lies in this row, summed per position. dp, idx: image n's [OH, OW, C].
 template <typename T>
-CP_INLINE void dz_row(const typename T::S* __restrict__ dp, const uint8_t* __restrict__ idx, int64_t ih, int64_t W,
-                   int64_t OH, int64_t OW, int64_t C, float* __restrict__ dz) {
+CP_INLINE void dz_row(const typename T::S* __restrict__ dp, const uint8_t* __restrict__ idx,
+                      int64_t ih, int64_t W, int64_t OH, int64_t OW, int64_t C,
+                      float* __restrict__ dz) {
   std::fill(dz, dz + W * C, 0.f);
   for (int64_t oh = std::max<int64_t>(0, ih / 2); oh <= std::min(OH - 1, (ih + 1) / 2); ++oh) {
     const int64_t kh = ih - 2 * oh + 1;
@@ -106,9 +107,11 @@ CP_INLINE float masked(typename T::S x, float dz, float a, float b, float& xv) {
 // Masks dz by the ReLU (kept where its output is not 0) and adds the row's sum(dz) and
 // sum(dz * xhat) to s1, s2.
 template <typename T>
-CP_INLINE void grad_sums_row(const typename T::S* __restrict__ x, float* __restrict__ dz, int64_t W, int64_t C,
-                          const float* __restrict__ a, const float* __restrict__ b, const float* __restrict__ mean, const float* __restrict__ invstd,
-                          float* __restrict__ s1, float* __restrict__ s2) {
+CP_INLINE void grad_sums_row(const typename T::S* __restrict__ x, float* __restrict__ dz,
+                             int64_t W, int64_t C, const float* __restrict__ a,
+                             const float* __restrict__ b, const float* __restrict__ mean,
+                             const float* __restrict__ invstd, float* __restrict__ s1,
+                             float* __restrict__ s2) {
   for (int64_t w = 0; w < W; ++w)
     for (int64_t c = 0; c < C; ++c) {
       float xv;
@@ -121,9 +124,11 @@ CP_INLINE void grad_sums_row(const typename T::S* __restrict__ x, float* __restr
 
 // dx = k1 * dz + k2 * x + k3 with the ReLU mask applied to dz.
 template <typename T>
-CP_INLINE void grad_x_row(const typename T::S* __restrict__ x, const float* __restrict__ dz, int64_t W, int64_t C,
-                       const float* __restrict__ a, const float* __restrict__ b, const float* __restrict__ k1, const float* __restrict__ k2,
-                       const float* __restrict__ k3, typename T::S* __restrict__ dx) {
+CP_INLINE void grad_x_row(const typename T::S* __restrict__ x, const float* __restrict__ dz,
+                          int64_t W, int64_t C, const float* __restrict__ a,
+                          const float* __restrict__ b, const float* __restrict__ k1,
+                          const float* __restrict__ k2, const float* __restrict__ k3,
+                          typename T::S* __restrict__ dx) {
   for (int64_t w = 0; w < W; ++w)
     for (int64_t c = 0; c < C; ++c) {
       float xv;
@@ -222,9 +227,10 @@ void stem_backward(const at::Tensor& dp_t, const at::Tensor& idx_t, const at::Te
   std::vector<float> k1, k2, k3;
   input_grad_coefficients(s, p1, p2, blocks, gamma, mean, invstd, s1, s2, k1, k2, k3);
   // pass 2: the input gradient
-  parallel_blocks(std::min(kBlocks * 4, rows), [&](int64_t blk) {
+  const int64_t blocks2 = std::min(kBlocks * 4, rows);
+  parallel_blocks(blocks2, [&](int64_t blk) {
     std::vector<float> dz(s.W * C);
-    auto [lo, hi] = block_rows(blk, rows, std::min(kBlocks * 4, rows));
+    auto [lo, hi] = block_rows(blk, rows, blocks2);
     for (int64_t r = lo; r < hi; ++r) {
       const int64_t n = r / s.H, ih = r % s.H;
       Kern<T>::dz(dp + n * out_img, idx + n * out_img, ih, s.W, s.OH, s.OW, C, dz.data());
@@ -244,10 +250,7 @@ struct StemBnReluPool : public torch::autograd::Function<StemBnReluPool> {
     const Shape s = shape_of(x);
     const bool bf16 = x.scalar_type() == at::kBFloat16;
     std::vector<double> mean, var;
-    if (bf16)
-      batch_stats<Bf16>(reinterpret_cast<const uint16_t*>(x.data_ptr()), s, mean, var);
-    else
-      batch_stats<F32>(x.data_ptr<float>(), s, mean, var);
+    batch_stats_of(x, s, mean, var);
     std::vector<double> invstd, a, b;
     affine_and_running(s, mean, var, gamma, beta, running_mean, running_var, momentum, eps,
                        invstd, a, b);
