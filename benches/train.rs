@@ -36,7 +36,8 @@
 //! `.venv-ref/bin/python` when present, else `.venv/bin/python`; `none` skips the reference),
 //! `CUTPASTE_BENCH_BATCH_IMAGES` (source images per batch on both sides, default 32),
 //! `CUTPASTE_BENCH_PAIRED=fused` (ours only: every process alternates the fused training
-//! BatchNorm kernels, [`cutpaste::model::set_fused_training`], on and off from step to step,
+//! BatchNorm kernels, [`cutpaste::model::set_fused_training`], on and off from step to step
+//! (`=wgrad`: the batched weight gradients, [`cutpaste::model::set_mm_weight_grad`]),
 //! warm-up included, and adds `on_…`/`off_…` medians and `paired_ratio_median`, the median of
 //! each on step's speed over the off step after it: an A/B that this machine's
 //! minute-to-minute speed swings do not reach).
@@ -109,16 +110,21 @@ fn child(size: u32, fast_path: FastPath, warmup: usize, steps: usize) {
         params = params.prefetch(p);
     }
     let total = warmup + steps;
-    let paired = std::env::var("CUTPASTE_BENCH_PAIRED").is_ok_and(|v| v == "fused");
-    if paired {
-        // odd steps with the fused kernels, even steps without
-        cutpaste::model::set_fused_training(true);
+    // odd steps with the switch on, even steps with it off
+    let switch: Option<fn(bool)> = match std::env::var("CUTPASTE_BENCH_PAIRED").as_deref() {
+        Ok("fused") => Some(cutpaste::model::set_fused_training),
+        Ok("wgrad") => Some(cutpaste::model::set_mm_weight_grad),
+        _ => None,
+    };
+    let paired = switch.is_some();
+    if let Some(set) = switch {
+        set(true);
     }
     let mut times: Vec<Duration> = vec![];
     let mut losses: Vec<f64> = vec![];
     let result = train(&mut clf, &mut source, &params, |p| {
-        if paired {
-            cutpaste::model::set_fused_training(p.step % 2 == 0);
+        if let Some(set) = switch {
+            set(p.step % 2 == 0);
         }
         times.push(p.step_time);
         losses.push(p.loss);
@@ -167,7 +173,9 @@ fn add_paired(line: &mut serde_json::Value, times: &[Duration], warmup: usize, b
         .filter(|k| k % 2 == 1 && *k < times.len())
         .map(|k| speed(k) / speed(k + 1))
         .collect();
-    line["paired"] = "fused".into();
+    line["paired"] = std::env::var("CUTPASTE_BENCH_PAIRED")
+        .unwrap_or_default()
+        .into();
     line["on_images_per_sec_median"] = median(on).into();
     line["off_images_per_sec_median"] = median(off).into();
     line["paired_ratio_median"] = median(ratios).into();

@@ -78,7 +78,7 @@ pub fn fused_training() -> bool {
 
 /// A shim's result: `Some(tensor)` on success (code 0), `None` when the kernel does not apply
 /// (code 2), else the shim's message.
-fn shim_result(
+pub(super) fn shim_result(
     code: c_int,
     out: *mut C_tensor,
     last_error: unsafe extern "C" fn() -> *const c_char,

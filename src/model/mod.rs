@@ -49,6 +49,7 @@
 //! ```
 mod checkpoint;
 mod classifier;
+mod conv_wgrad;
 mod device;
 mod feed;
 mod fused;
@@ -69,6 +70,7 @@ mod train;
 pub use checkpoint::{CHECKPOINT_FORMAT, CHECKPOINT_VERSION, MOMENTUM_PREFIX};
 pub(crate) use classifier::SharedClassifier;
 pub use classifier::{Classifier, ClassifierConfig, ClassifierOutput, HEAD_PREFIX};
+pub use conv_wgrad::{mm_weight_grad, set_mm_weight_grad, MAX_POSITIONS_BF16, MAX_POSITIONS_FP32};
 pub use device::{
     check_device, resolve_device, CudaEnv, CudaProblem, DeviceChoice, DeviceRequest,
     CUDA_BUILD_HINT,

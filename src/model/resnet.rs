@@ -49,12 +49,17 @@ impl BasicBlock {
     }
 
     fn forward_t(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let y = bn_relu(&self.bn1, &self.conv1.forward(x)?, None, mode)?;
+        let y = bn_relu(&self.bn1, &conv(&self.conv1, x, mode)?, None, mode)?;
         let shortcut = match &self.downsample {
-            Some((conv, bn)) => bn.forward_t(&conv.forward(x)?, mode.train())?,
+            Some((c, bn)) => bn.forward_t(&conv(c, x, mode)?, mode.train())?,
             None => x.shallow_clone(),
         };
-        bn_relu(&self.bn2, &self.conv2.forward(&y)?, Some(&shortcut), mode)
+        bn_relu(
+            &self.bn2,
+            &conv(&self.conv2, &y, mode)?,
+            Some(&shortcut),
+            mode,
+        )
     }
 }
 
@@ -65,8 +70,8 @@ enum Mode {
     Eval,
     /// Batch statistics, running statistics updated.
     Train,
-    /// As `Train`, with the fused training kernels where they apply: a channels-last input
-    /// (see `fused_train.rs`).
+    /// As `Train`, with the fused training kernels and batched weight gradients where they
+    /// apply: a channels-last input (see `fused_train.rs`, `conv_wgrad.rs`).
     TrainFused,
 }
 
@@ -84,6 +89,17 @@ impl Mode {
     fn train(self) -> bool {
         self != Mode::Eval
     }
+}
+
+/// `c.forward(x)`; in training with the batched weight gradient where it applies (see
+/// `conv_wgrad.rs`).
+fn conv(c: &Conv2d, x: &Tensor, mode: Mode) -> Result<Tensor> {
+    if mode == Mode::TrainFused {
+        if let Some(y) = super::conv_wgrad::conv_train(c, x)? {
+            return Ok(y);
+        }
+    }
+    c.forward(x)
 }
 
 /// `relu(bn(x) + residual)`, or `relu(bn(x))` without a residual; in training one fused
