@@ -83,7 +83,7 @@ fn compile_autocast_shim(libtorch: &Path, cuda: bool) {
     println!("cargo:rerun-if-changed=csrc/threads.cpp");
     println!("cargo:rerun-if-changed=csrc/stem.cpp");
     println!("cargo:rerun-if-changed=csrc/bn_act.cpp");
-    println!("cargo:rerun-if-changed=csrc/conv_wgrad.cpp");
+    println!("cargo:rerun-if-changed=csrc/conv_gemm.cpp");
     println!("cargo:rerun-if-changed=csrc/bn_kernels.h");
     println!("cargo:rerun-if-changed=csrc/shim.h");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
@@ -109,7 +109,7 @@ fn compile_autocast_shim(libtorch: &Path, cuda: bool) {
         .cpp(true)
         .file("csrc/stem.cpp")
         .file("csrc/bn_act.cpp")
-        .file("csrc/conv_wgrad.cpp")
+        .file("csrc/conv_gemm.cpp")
         .include(libtorch.join("include"))
         .include(libtorch.join("include/torch/csrc/api/include"))
         .flag("-std=c++17")

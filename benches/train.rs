@@ -37,7 +37,7 @@
 //! `CUTPASTE_BENCH_BATCH_IMAGES` (source images per batch on both sides, default 32),
 //! `CUTPASTE_BENCH_PAIRED=fused` (ours only: every process alternates the fused training
 //! BatchNorm kernels, [`cutpaste::model::set_fused_training`], on and off from step to step
-//! (`=wgrad`: the batched weight gradients, [`cutpaste::model::set_mm_weight_grad`]),
+//! (`=gemm`: the batched convolution products, [`cutpaste::model::set_conv_gemm`]),
 //! warm-up included, and adds `on_…`/`off_…` medians and `paired_ratio_median`, the median of
 //! each on step's speed over the off step after it: an A/B that this machine's
 //! minute-to-minute speed swings do not reach).
@@ -113,7 +113,7 @@ fn child(size: u32, fast_path: FastPath, warmup: usize, steps: usize) {
     // odd steps with the switch on, even steps with it off
     let switch: Option<fn(bool)> = match std::env::var("CUTPASTE_BENCH_PAIRED").as_deref() {
         Ok("fused") => Some(cutpaste::model::set_fused_training),
-        Ok("wgrad") => Some(cutpaste::model::set_mm_weight_grad),
+        Ok("gemm") => Some(cutpaste::model::set_conv_gemm),
         _ => None,
     };
     let paired = switch.is_some();

@@ -49,7 +49,7 @@
 //! ```
 mod checkpoint;
 mod classifier;
-mod conv_wgrad;
+mod conv_gemm;
 mod device;
 mod feed;
 mod fused;
@@ -70,7 +70,7 @@ mod train;
 pub use checkpoint::{CHECKPOINT_FORMAT, CHECKPOINT_VERSION, MOMENTUM_PREFIX};
 pub(crate) use classifier::SharedClassifier;
 pub use classifier::{Classifier, ClassifierConfig, ClassifierOutput, HEAD_PREFIX};
-pub use conv_wgrad::{mm_weight_grad, set_mm_weight_grad, MAX_POSITIONS_BF16, MAX_POSITIONS_FP32};
+pub use conv_gemm::{conv_gemm, set_conv_gemm, GEMM_POSITIONS, WGRAD_POSITIONS_BF16};
 pub use device::{
     check_device, resolve_device, CudaEnv, CudaProblem, DeviceChoice, DeviceRequest,
     CUDA_BUILD_HINT,

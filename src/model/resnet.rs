@@ -71,7 +71,7 @@ enum Mode {
     /// Batch statistics, running statistics updated.
     Train,
     /// As `Train`, with the fused training kernels and batched weight gradients where they
-    /// apply: a channels-last input (see `fused_train.rs`, `conv_wgrad.rs`).
+    /// apply: a channels-last input (see `fused_train.rs`, `conv_gemm.rs`).
     TrainFused,
 }
 
@@ -92,10 +92,10 @@ impl Mode {
 }
 
 /// `c.forward(x)`; in training with the batched weight gradient where it applies (see
-/// `conv_wgrad.rs`).
+/// `conv_gemm.rs`).
 fn conv(c: &Conv2d, x: &Tensor, mode: Mode) -> Result<Tensor> {
     if mode == Mode::TrainFused {
-        if let Some(y) = super::conv_wgrad::conv_train(c, x)? {
+        if let Some(y) = super::conv_gemm::conv_train(c, x)? {
             return Ok(y);
         }
     }
