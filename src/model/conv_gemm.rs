@@ -8,25 +8,27 @@
 //! one GEMM each (AMX in bf16): where an output has at most [`GEMM_POSITIONS`] positions, the
 //! whole convolution (forward, input gradient, weight gradient); where a bf16 output has at most
 //! [`WGRAD_POSITIONS_BF16`], the weight gradient only (`dyᵀ · patches(x)`; the forward and input
-//! gradient stay oneDNN's). Measured on one layer, 96 views, 2 threads of an AMX CPU:
+//! gradient stay oneDNN's). Measured on one layer, 96 views, 2 threads of an AMX CPU
+//! (`benches/reference/conv_layers.py`, docs/results.md "Convolutions as batched products"):
 //!
 //! | layer (bf16) | oneDNN fwd / dx / dW | products fwd / dx / dW |
 //! |---|---|---|
-//! | 512→512 3×3 at 2×2 (layer4 at 64²) | 13.0 / 15.2 / 27.6 ms | 2.2 / 2.6 / 1.9 ms |
-//! | 512→512 3×3 at 8×8 (layer4 at 256²) | dW 140 ms | dW 86 ms |
-//! | 64→64 3×3 at 16×16 (layer1 at 64²) | 1.8 / 2.2 / 2.5 ms | 7.8 / 13.4 / 6.6 ms |
+//! | 512→512 3×3 at 2×2 (layer4 at 64²) | 17.7 / 17.6 / 52.9 ms | 5.2 / 5.6 / 4.1 ms |
+//! | 256→256 3×3 at 4×4 (layer3 at 64²) | 4.9 / 5.3 / 16.8 ms | 4.2 / 5.2 / 4.9 ms |
+//! | 512→512 3×3 at 8×8 (layer4 at 256²) | 19.6 / 21.5 / 123.5 ms | 40.0 / 67.2 / 79.9 ms |
+//! | 64→64 3×3 at 16×16 (layer1 at 64²) | 2.0 / 2.2 / 2.7 ms | 7.5 / 13.3 / 14.8 ms |
 //!
-//! In fp32 (the fast path of CPUs without AMX) the products gain at 2×2 (512→512: 24.6 / 24.9 /
-//! 32.7 ms against 8.0 / 8.8 / 9.3) and not beyond, so only the whole-convolution rule applies.
+//! In fp32 (the fast path of CPUs without AMX) the products gain at 2×2 (512→512: 24.1 / 29.6 /
+//! 50.4 ms against 14.5 / 14.5 / 14.5) and not at 4×4, so only the whole-convolution rule applies.
 //! Used for channels-last batches on the CPU in training mode. Same functions in another
 //! summation order; the input gradient is summed over the kernel taps in fp32 from bf16
 //! products (within bf16's rounding, see the tests). [`set_conv_gemm`] or `CUTPASTE_CONV_GEMM=0`
 //! turns them off.
 use super::fused_train::shim_result;
 use super::layers::Conv2d;
+use super::switch::Switch;
 use crate::error::Result;
 use std::os::raw::{c_char, c_int};
-use std::sync::atomic::{AtomicU8, Ordering};
 use tch::{Kind, Tensor};
 use torch_sys::C_tensor;
 
@@ -47,24 +49,18 @@ pub const GEMM_POSITIONS: i64 = 4;
 /// Output positions up to which a bf16 training convolution's weight gradient is one product.
 pub const WGRAD_POSITIONS_BF16: i64 = 64;
 
-/// 0: not decided yet (read `CUTPASTE_CONV_GEMM`), 1: on, 2: off.
-static ENABLED: AtomicU8 = AtomicU8::new(0);
+static ENABLED: Switch = Switch::new("CUTPASTE_CONV_GEMM");
 
 /// Turns the batched convolution products on or off for this process (on by default unless the
 /// environment variable `CUTPASTE_CONV_GEMM` is `0`). Off, every convolution is oneDNN's; the
 /// trained models are the same up to rounding.
 pub fn set_conv_gemm(on: bool) {
-    ENABLED.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+    ENABLED.set(on);
 }
 
 /// Whether the batched convolution products are on (see [`set_conv_gemm`]).
 pub fn conv_gemm() -> bool {
-    if ENABLED.load(Ordering::Relaxed) == 0 {
-        let off = std::env::var("CUTPASTE_CONV_GEMM").is_ok_and(|v| v.trim() == "0");
-        let state = if off { 2 } else { 1 };
-        let _ = ENABLED.compare_exchange(0, state, Ordering::Relaxed, Ordering::Relaxed);
-    }
-    ENABLED.load(Ordering::Relaxed) == 1
+    ENABLED.on()
 }
 
 /// Which function a convolution of `x` with a `k`×`k` kernel runs: `Some(true)` all products,

@@ -21,10 +21,10 @@
 //! (which updates the running statistics in place).
 use super::layers::{BatchNorm, Conv2d};
 use super::resnet::ResNet18;
+use super::switch::Switch;
 use crate::error::{Error, Result};
 use std::ffi::CStr;
 use std::os::raw::{c_char, c_int};
-use std::sync::atomic::{AtomicU8, Ordering};
 use tch::{Kind, Tensor};
 use torch_sys::C_tensor;
 
@@ -56,8 +56,8 @@ extern "C" {
     ) -> c_int;
 }
 
-/// Process-wide switch: 0 = not read yet, 1 = on, 2 = off.
-static ENABLED: AtomicU8 = AtomicU8::new(0);
+/// Process-wide switch, `CUTPASTE_FUSED=0` turns it off.
+static ENABLED: Switch = Switch::new("CUTPASTE_FUSED");
 
 /// True when this libtorch has the oneDNN operators of the fused backbone (x86-64 and aarch64
 /// builds of libtorch with oneDNN, such as the PyPI wheels).
@@ -71,21 +71,12 @@ pub fn fused_inference_available() -> bool {
 /// environment variable `CUTPASTE_FUSED` is `0`). Off, features are computed by the eager
 /// forward of [`ResNet18::forward_maps`] under the fast path's autocast, as in training.
 pub fn set_fused_inference(on: bool) {
-    ENABLED.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+    ENABLED.set(on);
 }
 
 /// Whether the fused backbone is on and available (see [`set_fused_inference`]).
 pub fn fused_inference() -> bool {
-    let state = match ENABLED.load(Ordering::Relaxed) {
-        0 => {
-            let off = std::env::var("CUTPASTE_FUSED").is_ok_and(|v| v.trim() == "0");
-            let state = if off { 2 } else { 1 };
-            ENABLED.store(state, Ordering::Relaxed);
-            state
-        }
-        s => s,
-    };
-    state == 1 && fused_inference_available()
+    ENABLED.on() && fused_inference_available()
 }
 
 /// The error of the last failed shim call on this thread.

@@ -21,10 +21,10 @@
 //! channels-last fp32 or bf16 activations); an NCHW batch, anything else, or the kernels turned off ([`set_fused_training`]; `CUTPASTE_FUSED_TRAIN=0` in the
 //! environment), runs libtorch's kernels.
 use super::layers::BatchNorm;
+use super::switch::Switch;
 use crate::error::{Error, Result};
 use std::ffi::CStr;
 use std::os::raw::{c_char, c_int};
-use std::sync::atomic::{AtomicU8, Ordering};
 use tch::Tensor;
 use torch_sys::C_tensor;
 
@@ -54,26 +54,19 @@ extern "C" {
     ) -> c_int;
 }
 
-/// 0: not decided yet (read `CUTPASTE_FUSED_TRAIN`), 1: on, 2: off.
-static ENABLED: AtomicU8 = AtomicU8::new(0);
+static ENABLED: Switch = Switch::new("CUTPASTE_FUSED_TRAIN");
 
 /// Turns the fused training BatchNorm kernels on or off for this process (on by default unless
 /// the environment variable `CUTPASTE_FUSED_TRAIN` is `0`). Off, training runs libtorch's
 /// BatchNorm, sum, ReLU and max-pool kernels; the function and the trained models are the same up
 /// to rounding.
 pub fn set_fused_training(on: bool) {
-    ENABLED.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+    ENABLED.set(on);
 }
 
 /// Whether the fused training BatchNorm kernels are on (see [`set_fused_training`]).
 pub fn fused_training() -> bool {
-    if ENABLED.load(Ordering::Relaxed) == 0 {
-        let off = std::env::var("CUTPASTE_FUSED_TRAIN").is_ok_and(|v| v.trim() == "0");
-        // a concurrent set_fused_training wins over the environment
-        let state = if off { 2 } else { 1 };
-        let _ = ENABLED.compare_exchange(0, state, Ordering::Relaxed, Ordering::Relaxed);
-    }
-    ENABLED.load(Ordering::Relaxed) == 1
+    ENABLED.on()
 }
 
 /// A shim's result: `Some(tensor)` on success (code 0), `None` when the kernel does not apply

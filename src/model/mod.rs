@@ -64,6 +64,7 @@ mod precision;
 mod pretrained;
 mod resnet;
 mod source;
+mod switch;
 mod threads;
 mod train;
 
