@@ -70,7 +70,7 @@ enum Mode {
     Eval,
     /// Batch statistics, running statistics updated.
     Train,
-    /// As `Train`, with the fused training kernels and batched weight gradients where they
+    /// As `Train`, with the fused training kernels and batched convolution products where they
     /// apply: a channels-last input (see `fused_train.rs`, `conv_gemm.rs`).
     TrainFused,
 }
@@ -91,7 +91,7 @@ impl Mode {
     }
 }
 
-/// `c.forward(x)`; in training with the batched weight gradient where it applies (see
+/// `c.forward(x)`; in training as batched products where they apply (see
 /// `conv_gemm.rs`).
 fn conv(c: &Conv2d, x: &Tensor, mode: Mode) -> Result<Tensor> {
     if mode == Mode::TrainFused {
