@@ -15,15 +15,16 @@
 
 namespace {
 
-// y = relu(round(round(x*a + b) [+ r])) over a row of P pixels.
+// y = relu(round(round(x*a + b) [+ r])) over a row of P pixels. Rounding is monotonic and keeps
+// 0, so relu(round(z)) = round(relu(z)): the last rounding is the store's.
 template <typename T, bool Res>
 CP_INLINE void act_row(const typename T::S* __restrict__ x, const typename T::S* __restrict__ r,
                        int64_t P, int64_t C, const float* __restrict__ a,
                        const float* __restrict__ b, typename T::S* __restrict__ y) {
   for (int64_t p = 0; p < P; ++p)
     for (int64_t c = 0; c < C; ++c) {
-      float z = T::load(T::store(T::load(x[p * C + c]) * a[c] + b[c]));
-      if (Res) z = T::load(T::store(z + T::load(r[p * C + c])));
+      float z = T::load(x[p * C + c]) * a[c] + b[c];
+      if (Res) z = T::load(T::store(z)) + T::load(r[p * C + c]);
       y[p * C + c] = T::store((z > 0.f || z != z) ? z : 0.f);
     }
 }
@@ -57,7 +58,8 @@ CP_INLINE void act_grad_row(const typename T::S* __restrict__ x,
       const float g = T::load(dy[p * C + c]);
       const float d = T::load(y[p * C + c]) <= 0.f ? 0.f : g;
       dx[p * C + c] = T::store(k1[c] * d + k2[c] * T::load(x[p * C + c]) + k3[c]);
-      if (Res) dr[p * C + c] = T::store(d);
+      // d is dy's value or 0: stored as it is, no rounding needed
+      if (Res) dr[p * C + c] = T::load(y[p * C + c]) <= 0.f ? typename T::S(0) : dy[p * C + c];
     }
 }
 

@@ -37,6 +37,10 @@ struct F32 {
   using S = float;
   static CP_INLINE float load(S v) { return v; }
   static CP_INLINE S store(float v) { return v; }
+  // store() of a value already representable in S (no rounding to do).
+  static CP_INLINE S exact(float v) { return v; }
+  // v <= zero_max exactly when store(v) <= 0 (store rounds tiny positives to 0 in bf16).
+  static CP_INLINE float zero_max() { return 0.f; }
 };
 
 struct Bf16 {
@@ -52,6 +56,19 @@ struct Bf16 {
     std::memcpy(&u, &f, 4);
     const uint32_t r = (u + 0x7FFF + ((u >> 16) & 1)) >> 16;
     return static_cast<S>(f != f ? 0x7FC0u : r);
+  }
+  static CP_INLINE S exact(float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    return static_cast<S>(u >> 16);
+  }
+  // store() rounds a positive float to +0 exactly when its bits are at most 0x8000 (half the
+  // smallest bf16 subnormal, ties to even).
+  static CP_INLINE float zero_max() {
+    const uint32_t u = 0x8000u;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
   }
 };
 

@@ -64,7 +64,8 @@ CP_INLINE void pool_row(const typename T::S* __restrict__ xn, int64_t oh, int64_
         }
       }
     }
-    for (int64_t c = 0; c < C; ++c) out[ow * C + c] = T::store(mx[c]);
+    // the window's values were rounded by relu_bn: the maximum is stored as it is
+    for (int64_t c = 0; c < C; ++c) out[ow * C + c] = T::exact(mx[c]);
   }
 }
 
@@ -96,12 +97,11 @@ CP_INLINE void dz_row(const typename T::S* __restrict__ dp, const uint8_t* __res
 }
 
 // x's value and dz masked by the ReLU: 0 where relu(x*a + b), rounded as the forward rounds it,
-// is 0.
+// is 0, i.e. where x*a + b is at most the largest value that rounds to 0 (NaN keeps dz).
 template <typename T>
 CP_INLINE float masked(typename T::S x, float dz, float a, float b, float& xv) {
   xv = T::load(x);
-  const float z = T::load(T::store(xv * a + b));
-  return z <= 0.f ? 0.f : dz;
+  return xv * a + b <= T::zero_max() ? 0.f : dz;
 }
 
 // Masks dz by the ReLU (kept where its output is not 0) and adds the row's sum(dz) and
