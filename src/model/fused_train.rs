@@ -51,6 +51,7 @@ extern "C" {
         momentum: f64,
         eps: f64,
         out: *mut *mut C_tensor,
+        out2: *mut *mut C_tensor,
     ) -> c_int;
 }
 
@@ -92,9 +93,27 @@ pub(super) fn shim_result(
     }
 }
 
+/// A fused function's output, and with `twin` asked for, the same output again for a second
+/// consumer: a tensor on the same memory whose gradient the function's backward adds to the
+/// first's where it reads them, instead of autograd's separate pass (`twin()` in
+/// `csrc/bn_kernels.h`).
+pub(crate) type Outputs = (Tensor, Option<Tensor>);
+
+/// The shim's second output when it was asked for and the call succeeded.
+fn with_twin(y: Option<Tensor>, out2: *mut C_tensor) -> Option<Outputs> {
+    y.map(|y| {
+        // SAFETY: on success the shim allocated `out2` with `new at::Tensor` when it was asked
+        // for one (non-null pointer); tch frees it.
+        let twin = (!out2.is_null()).then(|| unsafe { Tensor::from_ptr(out2) });
+        (y, twin)
+    })
+}
+
 /// `max_pool2d(relu(bn(x)), [3, 3], [2, 2], [1, 1])` in training mode (batch statistics, running
 /// statistics updated) as one fused autograd function, or `None` when it does not apply to `x`
-/// (then nothing was changed and the caller runs libtorch's kernels).
+/// (then nothing was changed and the caller runs libtorch's kernels). No twin output: its
+/// backward reads each pooled gradient up to 2.25 times a pass, so adding a second one there
+/// costs more than autograd's single pass (measured: `dz_row` 2.9 -> 5.6 % of a 256² step).
 pub(crate) fn bn_relu_pool_train(bn: &BatchNorm, x: &Tensor) -> Result<Option<Tensor>> {
     if !fused_training() || x.device() != tch::Device::Cpu {
         return Ok(None);
@@ -118,20 +137,28 @@ pub(crate) fn bn_relu_pool_train(bn: &BatchNorm, x: &Tensor) -> Result<Option<Te
 }
 
 /// `relu(bn(x) + residual)` (`relu(bn(x))` without a residual) in training mode as one fused
-/// autograd function, or `None` when it does not apply (then nothing was changed).
+/// autograd function (with its twin when `twin`, see [`Outputs`]), or `None` when it does not
+/// apply (then nothing was changed).
 pub(crate) fn bn_relu_train(
     bn: &BatchNorm,
     x: &Tensor,
     residual: Option<&Tensor>,
-) -> Result<Option<Tensor>> {
+    twin: bool,
+) -> Result<Option<Outputs>> {
     if !fused_training() || x.device() != tch::Device::Cpu {
         return Ok(None);
     }
     let [gamma, beta, mean, var] = bn.variables();
     let res = residual.map_or(std::ptr::null(), |r| r.as_ptr());
     let mut out: *mut C_tensor = std::ptr::null_mut();
-    // SAFETY: every pointer is a live tch tensor or null (no residual); the shim writes `out`
-    // only on success.
+    let mut out2: *mut C_tensor = std::ptr::null_mut();
+    let out2_ptr: *mut *mut C_tensor = if twin {
+        &mut out2
+    } else {
+        std::ptr::null_mut()
+    };
+    // SAFETY: every pointer is a live tch tensor or null (no residual, no twin); the shim writes
+    // `out` (and `out2` when asked for) only on success.
     let code = unsafe {
         cutpaste_bn_act_train(
             x.as_ptr(),
@@ -143,14 +170,16 @@ pub(crate) fn bn_relu_train(
             BatchNorm::MOMENTUM,
             BatchNorm::EPS,
             &mut out,
+            out2_ptr,
         )
     };
-    shim_result(
+    let y = shim_result(
         code,
         out,
         cutpaste_bn_act_last_error,
         "fused training batch norm",
-    )
+    )?;
+    Ok(with_twin(y, out2))
 }
 
 #[cfg(test)]
@@ -170,22 +199,35 @@ mod tests {
         AddRelu,
     }
 
-    /// The fused function, or libtorch's kernels (the reference) when `!fused`.
-    fn forward(op: Op, fused: bool, bn: &BatchNorm, x: &Tensor, r: &Tensor) -> Tensor {
+    /// The fused function, or libtorch's kernels (the reference) when `!fused`: its output and
+    /// what a second consumer reads (the fused function's twin when `twin`, else the output).
+    fn forward(
+        op: Op,
+        fused: bool,
+        twin: bool,
+        bn: &BatchNorm,
+        x: &Tensor,
+        r: &Tensor,
+    ) -> (Tensor, Tensor) {
         if fused {
             let y = match op {
-                Op::Stem => bn_relu_pool_train(bn, x),
-                Op::Relu => bn_relu_train(bn, x, None),
-                Op::AddRelu => bn_relu_train(bn, x, Some(r)),
+                Op::Stem => bn_relu_pool_train(bn, x).map(|y| y.map(|y| (y, None))),
+                Op::Relu => bn_relu_train(bn, x, None, twin),
+                Op::AddRelu => bn_relu_train(bn, x, Some(r), twin),
             };
-            return y.unwrap().expect("the fused kernel applies");
+            let (y, second) = y.unwrap().expect("the fused kernel applies");
+            let twin = twin && !matches!(op, Op::Stem);
+            assert_eq!(second.is_some(), twin, "a twin exactly when asked for");
+            let second = second.unwrap_or_else(|| y.shallow_clone());
+            return (y, second);
         }
         let y = bn.forward_t(x, true).unwrap();
-        match op {
+        let y = match op {
             Op::Stem => y.relu().max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false),
             Op::Relu => y.relu(),
             Op::AddRelu => (y + r).relu(),
-        }
+        };
+        (y.shallow_clone(), y)
     }
 
     /// A BatchNorm with random γ (both signs), β and running statistics.
@@ -227,9 +269,16 @@ mod tests {
     }
 
     /// Runs `op` fused and as libtorch's kernels on the same input, residual and upstream
-    /// gradient; returns (name, fused, reference) of the output, the gradients (dx, dγ, dβ and
-    /// the residual's) and the running statistics.
-    fn both(op: Op, [n, c, h, w]: [i64; 4], kind: Kind) -> Vec<(&'static str, Tensor, Tensor)> {
+    /// gradient (with `twin`: two consumers, the fused function's twin output and the
+    /// reference's output again, with a second upstream gradient); returns (name, fused,
+    /// reference) of the output, the gradients (dx, dγ, dβ and the residual's) and the running
+    /// statistics.
+    fn both(
+        op: Op,
+        [n, c, h, w]: [i64; 4],
+        kind: Kind,
+        twin: bool,
+    ) -> Vec<(&'static str, Tensor, Tensor)> {
         let mut init = Init::new(7);
         let x0 = input(&mut init, [n, c, h, w], kind, 0.3);
         let r0 = input(&mut init, [n, c, h, w], kind, -0.2);
@@ -238,16 +287,26 @@ mod tests {
             _ => (h, w),
         };
         let g = input(&mut init, [n, c, oh, ow], kind, 0.0);
+        let g2 = input(&mut init, [n, c, oh, ow], kind, 0.5);
         let run = |fused: bool| {
             let vs = nn::VarStore::new(tch::Device::Cpu);
             let bn = batch_norm(&vs, c, 3);
             let x = x0.detach().set_requires_grad(true);
             let r = r0.detach().set_requires_grad(true);
-            let y = forward(op, fused, &bn, &x, &r);
-            // upstream gradient g
-            (y.to_kind(Kind::Float) * g.to_kind(Kind::Float))
-                .sum(Kind::Float)
-                .backward();
+            let (y, second) = forward(op, fused, twin, &bn, &x, &r);
+            // upstream gradient g (and g2 through the second consumer)
+            let mut loss = (y.to_kind(Kind::Float) * g.to_kind(Kind::Float)).sum(Kind::Float);
+            if twin {
+                if fused {
+                    assert_eq!(
+                        second.data_ptr(),
+                        y.data_ptr(),
+                        "the twin shares the memory"
+                    );
+                }
+                loss += (second.to_kind(Kind::Float) * g2.to_kind(Kind::Float)).sum(Kind::Float);
+            }
+            loss.backward();
             let [gm, bt, m, v] = bn.variables();
             let mut out = vec![
                 ("output", y.detach()),
@@ -273,14 +332,20 @@ mod tests {
     fn fp32_matches_libtorch_kernels() {
         // odd sizes: pooling windows cut by the padding on both sides
         for op in [Op::Stem, Op::Relu, Op::AddRelu] {
-            for dims in [[3, 5, 9, 7], [2, 16, 8, 10], [1, 3, 2, 3]] {
-                for (name, f, r) in both(op, dims, Kind::Float) {
+            for (dims, twin) in [
+                ([3, 5, 9, 7], false),
+                ([2, 16, 8, 10], false),
+                ([1, 3, 2, 3], false),
+                ([3, 5, 9, 7], true),
+                ([1, 3, 2, 3], true),
+            ] {
+                for (name, f, r) in both(op, dims, Kind::Float, twin) {
                     assert_eq!(f.size(), r.size(), "{op:?} {name}");
                     assert!(f.defined() && r.defined(), "{op:?} {name}");
                     let e = max_rel(&f, &r);
                     assert!(
                         e < 1e-4,
-                        "{op:?} {name} of {dims:?}: max relative error {e}"
+                        "{op:?} {name} of {dims:?} (twin {twin}): max relative error {e}"
                     );
                 }
             }
@@ -290,11 +355,16 @@ mod tests {
     #[test]
     fn bf16_matches_libtorch_kernels_within_its_rounding() {
         for op in [Op::Stem, Op::Relu, Op::AddRelu] {
-            for (name, f, r) in both(op, [4, 8, 12, 11], Kind::BFloat16) {
-                assert_eq!(f.kind(), r.kind(), "{op:?} {name}");
-                // bf16 keeps 8 bits: the sums in a different order move the last bit
-                let e = max_rel(&f, &r);
-                assert!(e < 2e-2, "{op:?} {name}: max relative error {e}");
+            for twin in [false, true] {
+                for (name, f, r) in both(op, [4, 8, 12, 11], Kind::BFloat16, twin) {
+                    assert_eq!(f.kind(), r.kind(), "{op:?} {name}");
+                    // bf16 keeps 8 bits: the sums in a different order move the last bit
+                    let e = max_rel(&f, &r);
+                    assert!(
+                        e < 2e-2,
+                        "{op:?} {name} (twin {twin}): max relative error {e}"
+                    );
+                }
             }
         }
     }
@@ -308,12 +378,14 @@ mod tests {
         let double = channels_last(&nchw.to_kind(Kind::Double)).unwrap();
         for x in [&nchw, &double] {
             assert!(bn_relu_pool_train(&bn, x).unwrap().is_none());
-            assert!(bn_relu_train(&bn, x, None).unwrap().is_none());
+            assert!(bn_relu_train(&bn, x, None, false).unwrap().is_none());
         }
         // a residual of another layout or shape
-        assert!(bn_relu_train(&bn, &cl, Some(&nchw)).unwrap().is_none());
+        assert!(bn_relu_train(&bn, &cl, Some(&nchw), true)
+            .unwrap()
+            .is_none());
         let small = channels_last(&Tensor::ones([2, 4, 3, 3], (Kind::Float, tch::Device::Cpu)));
-        assert!(bn_relu_train(&bn, &cl, Some(&small.unwrap()))
+        assert!(bn_relu_train(&bn, &cl, Some(&small.unwrap()), false)
             .unwrap()
             .is_none());
         let [_, _, m, _] = bn.variables();

@@ -48,18 +48,53 @@ impl BasicBlock {
         })
     }
 
-    fn forward_t(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let y = bn_relu(&self.bn1, &conv(&self.conv1, x, mode)?, None, mode)?;
+    /// The block's output; in fused training with its twin for a second consumer when `twin`.
+    fn forward_t(&self, x: &Fork, mode: Mode, twin: bool) -> Result<Fork> {
+        let y = bn_relu(
+            &self.bn1,
+            &conv(&self.conv1, &x.main, mode)?,
+            None,
+            mode,
+            false,
+        )?
+        .main;
         let shortcut = match &self.downsample {
-            Some((c, bn)) => bn.forward_t(&conv(c, x, mode)?, mode.train())?,
-            None => x.shallow_clone(),
+            Some((c, bn)) => bn.forward_t(&conv(c, &x.shortcut, mode)?, mode.train())?,
+            None => x.shortcut.shallow_clone(),
         };
         bn_relu(
             &self.bn2,
             &conv(&self.conv2, &y, mode)?,
             Some(&shortcut),
             mode,
+            twin,
         )
+    }
+}
+
+/// An activation read by a block's two paths: `main` by its first convolution, `shortcut` by
+/// the identity or the downsampling convolution. The same values; in fused training the two
+/// outputs of the fused function that made it (see `fused_train::Outputs`), so that its backward
+/// adds their gradients where it reads them instead of autograd's extra pass over the activation.
+struct Fork {
+    main: Tensor,
+    shortcut: Tensor,
+}
+
+impl Fork {
+    /// One tensor read by both paths (autograd adds the two gradients).
+    fn plain(y: Tensor) -> Self {
+        Self {
+            shortcut: y.shallow_clone(),
+            main: y,
+        }
+    }
+
+    fn of((y, twin): super::fused_train::Outputs) -> Self {
+        match twin {
+            Some(shortcut) => Self { main: y, shortcut },
+            None => Self::plain(y),
+        }
     }
 }
 
@@ -103,11 +138,17 @@ fn conv(c: &Conv2d, x: &Tensor, mode: Mode) -> Result<Tensor> {
 }
 
 /// `relu(bn(x) + residual)`, or `relu(bn(x))` without a residual; in training one fused
-/// function where it applies (see `fused_train.rs`).
-fn bn_relu(bn: &BatchNorm, x: &Tensor, residual: Option<&Tensor>, mode: Mode) -> Result<Tensor> {
+/// function where it applies (see `fused_train.rs`), with a twin output when `twin`.
+fn bn_relu(
+    bn: &BatchNorm,
+    x: &Tensor,
+    residual: Option<&Tensor>,
+    mode: Mode,
+    twin: bool,
+) -> Result<Fork> {
     if mode == Mode::TrainFused {
-        if let Some(y) = super::fused_train::bn_relu_train(bn, x, residual)? {
-            return Ok(y);
+        if let Some(y) = super::fused_train::bn_relu_train(bn, x, residual, twin)? {
+            return Ok(Fork::of(y));
         }
     }
     let y = bn.forward_t(x, mode.train())?;
@@ -115,7 +156,7 @@ fn bn_relu(bn: &BatchNorm, x: &Tensor, residual: Option<&Tensor>, mode: Mode) ->
         Some(r) => y.f_add(r)?,
         None => y,
     };
-    Ok(y.f_relu()?)
+    Ok(Fork::plain(y.f_relu()?))
 }
 
 /// The outputs of one ResNet-18 forward pass that later stages use.
@@ -276,10 +317,11 @@ impl ResNet18 {
         }
         let mode = Mode::of(x, train);
         let y = self.stem(x, mode)?;
-        let layer1 = self.stage(0, &y, mode)?;
-        let layer2 = self.stage(1, &layer1, mode)?;
-        let layer3 = self.stage(2, &layer2, mode)?;
-        let layer4 = self.stage(3, &layer3, mode)?;
+        let layer1 = self.stage(0, &y, mode, true)?;
+        let layer2 = self.stage(1, &layer1, mode, true)?;
+        let layer3 = self.stage(2, &layer2, mode, true)?;
+        let layer4 = self.stage(3, &layer3, mode, false)?.main;
+        let (layer2, layer3) = (layer2.main, layer3.main);
         // [N, 512, h, w] -> [N, 512, 1, 1] -> [N, 512]
         let pooled = layer4.f_adaptive_avg_pool2d([1, 1])?.f_flatten(1, -1)?;
         Ok(FeatureMaps {
@@ -292,17 +334,23 @@ impl ResNet18 {
 
     /// conv1, bn1, ReLU and the max-pool: `[N, 3, H, W]` -> `[N, 64, H/4, W/4]`. In training
     /// the last three run as one fused function where it applies (see `fused_train.rs`).
-    fn stem(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+    fn stem(&self, x: &Tensor, mode: Mode) -> Result<Fork> {
         // [N, 3, H, W] -> [N, 64, H/2, W/2]
         let y = self.conv1.forward(x)?;
         if mode == Mode::TrainFused {
             if let Some(pooled) = super::fused_train::bn_relu_pool_train(&self.bn1, &y)? {
-                return Ok(pooled);
+                return Ok(Fork::plain(pooled));
             }
         }
         let y = self.bn1.forward_t(&y, mode.train())?.f_relu()?;
         // [N, 64, H/2, W/2] -> [N, 64, H/4, W/4]
-        Ok(y.f_max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false)?)
+        Ok(Fork::plain(y.f_max_pool2d(
+            [3, 3],
+            [2, 2],
+            [1, 1],
+            [1, 1],
+            false,
+        )?))
     }
 
     /// `layer2` `[N, 128, H/8, W/8]` and `layer3` `[N, 256, H/16, W/16]` of an `[N, 3, H, W]`
@@ -311,15 +359,15 @@ impl ResNet18 {
     pub fn forward_mid(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
         check_input(x)?;
         let y = self.stem(x, Mode::Eval)?;
-        let layer2 = self.stage(1, &self.stage(0, &y, Mode::Eval)?, Mode::Eval)?;
-        let layer3 = self.stage(2, &layer2, Mode::Eval)?;
-        Ok((layer2, layer3))
+        let layer2 = self.stage(1, &self.stage(0, &y, Mode::Eval, false)?, Mode::Eval, false)?;
+        let layer3 = self.stage(2, &layer2, Mode::Eval, false)?;
+        Ok((layer2.main, layer3.main))
     }
 
-    /// `layer{i+1}`: its two blocks.
-    fn stage(&self, i: usize, x: &Tensor, mode: Mode) -> Result<Tensor> {
+    /// `layer{i+1}`: its two blocks (the output with a twin when `twin`, for the next stage).
+    fn stage(&self, i: usize, x: &Fork, mode: Mode, twin: bool) -> Result<Fork> {
         let [b0, b1] = &self.layers[i];
-        b1.forward_t(&b0.forward_t(x, mode)?, mode)
+        b1.forward_t(&b0.forward_t(x, mode, true)?, mode, twin)
     }
 
     /// Pooled 512-d features, `[N, 512]`, of an `[N, 3, H, W]` batch (see [`Self::forward_maps`]).
