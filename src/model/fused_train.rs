@@ -10,7 +10,9 @@
 //!   fused function 4 times (statistics; normalise, ReLU and pool; two backward passes) and keeps
 //!   a one-byte window position per pooled value instead of an int64 index;
 //! * a residual block's BatchNorms (`csrc/bn_act.cpp`): `relu(bn1(x))` and
-//!   `relu(bn2(x) + shortcut)`, with the shortcut's gradient written in the backward's last pass.
+//!   `relu(bn2(x) + shortcut)`, with the shortcut's gradient written in the backward's last pass;
+//!   the block's output can come twice (`Outputs`) for the next block's convolution and
+//!   shortcut, whose two gradients the backward then adds itself.
 //!
 //! Same functions as libtorch's kernels, running statistics included: only the order of the sums
 //! differs (fp32: within 1e-4 relative, see the tests); values are rounded to the input's
