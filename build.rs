@@ -87,6 +87,7 @@ fn compile_autocast_shim(libtorch: &Path, cuda: bool) {
     println!("cargo:rerun-if-changed=csrc/bn_kernels.h");
     println!("cargo:rerun-if-changed=csrc/shim.h");
     println!("cargo:rerun-if-changed=csrc/sgd.cpp");
+    println!("cargo:rerun-if-changed=csrc/parallel.h");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     // The PyPI wheels and the cxx11 libtorch zips use the new ABI; torch-sys reads the same
     // variable with the same default.
@@ -100,7 +101,6 @@ fn compile_autocast_shim(libtorch: &Path, cuda: bool) {
         .file("csrc/autocast.cpp")
         .file("csrc/fused.cpp")
         .file("csrc/threads.cpp")
-        .file("csrc/sgd.cpp")
         .include(libtorch.join("include"))
         .flag("-std=c++17")
         .define("_GLIBCXX_USE_CXX11_ABI", abi.as_str())
@@ -112,6 +112,7 @@ fn compile_autocast_shim(libtorch: &Path, cuda: bool) {
         .file("csrc/stem.cpp")
         .file("csrc/bn_act.cpp")
         .file("csrc/conv_gemm.cpp")
+        .file("csrc/sgd.cpp")
         .include(libtorch.join("include"))
         .include(libtorch.join("include/torch/csrc/api/include"))
         .flag("-std=c++17")

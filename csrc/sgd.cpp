@@ -2,27 +2,49 @@
 //
 // Written as separate tensor operations, one SGD step with momentum and weight decay passes six
 // times over every parameter-sized tensor and allocates three temporaries; on 64² crops that is
-// a tenth of a training step. libtorch's fused kernel (at::_fused_sgd_, torch.optim.SGD's
-// `fused=True`) does d = g + wd * p, b = momentum * b + d, p -= lr * b in one pass. It reads the
-// three tensors by position, so it only gets parameters whose gradient and momentum buffer have
-// the parameter's memory layout; any other parameter takes the same formula as separate ops.
+// a tenth of a training step. Here one pass per tensor, split across threads, does
+//   d = g + round(wd * p);  b = round(round(momentum * b) + d);  p = round(p - round(lr * b))
+// in fp32 with each product and sum rounded as the separate operations round them (no fused
+// multiply-adds), so training gives bit for bit the parameters it gave before. It reads the
+// three tensors by position, so it only takes parameters whose gradient and momentum buffer have
+// the parameter's dense layout; any other parameter takes the same formula as separate ops.
 #pragma GCC diagnostic ignored "-Wunused-parameter"
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
 #include <vector>
 
+#include "parallel.h"
 #include "shim.h"
 
 namespace {
 
-// Whether the fused kernel reads g and b as p is laid out: the same dense layout.
+// Whether the loop reads g and b as p is laid out: the same dense fp32 layout on the CPU.
 bool same_layout(const at::Tensor& p, const at::Tensor& g, const at::Tensor& b) {
-  return p.is_non_overlapping_and_dense() && g.sizes() == p.sizes() &&
-         g.strides() == p.strides() && b.sizes() == p.sizes() && b.strides() == p.strides() &&
-         g.scalar_type() == p.scalar_type() && b.scalar_type() == p.scalar_type() &&
-         p.device().is_cpu() && g.device().is_cpu() && b.device().is_cpu() && !g.is_sparse();
+  return p.scalar_type() == at::kFloat && p.is_non_overlapping_and_dense() &&
+         g.sizes() == p.sizes() && g.strides() == p.strides() && b.sizes() == p.sizes() &&
+         b.strides() == p.strides() && g.scalar_type() == p.scalar_type() &&
+         b.scalar_type() == p.scalar_type() && p.device().is_cpu() && g.device().is_cpu() &&
+         b.device().is_cpu() && !g.is_sparse();
 }
+
+// The update over n values; no contraction into fused multiply-adds (see above).
+__attribute__((optimize("fp-contract=off"))) CUTPASTE_CLONES void sgd_range(
+    float* __restrict__ p, const float* __restrict__ g, float* __restrict__ b, int64_t n,
+    float wd, float momentum, float lr) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float d = g[i] + wd * p[i];
+    const float m = momentum * b[i] + d;
+    b[i] = m;
+    p[i] = p[i] - lr * m;
+  }
+}
+
+// A piece of one tensor's update: tensor index, first value, count.
+struct Piece {
+  size_t t;
+  int64_t start, count;
+};
 
 }  // namespace
 
@@ -43,20 +65,32 @@ int cutpaste_sgd_step(at::Tensor* const* params, at::Tensor* const* bufs, int64_
       at::Tensor& b = *bufs[i];
       const at::Tensor g = p.grad();
       if (!g.defined()) continue;
-      if (momentum != 0.0 && p.scalar_type() == at::kFloat && same_layout(p, g, b)) {
+      if (same_layout(p, g, b)) {
         ps.push_back(p);
         gs.push_back(g);
         bs.push_back(b);
         continue;
       }
-      auto d = g.add(p, wd);
+      // the same operations as the loop's, rounded the same way
+      auto d = g.add(p.mul(wd));
       b.mul_(momentum).add_(d);
-      p.sub_(b, lr);
+      p.sub_(b.mul(lr));
     }
     if (ps.empty()) return;
-    // dampening 0, no Nesterov, minimising; b starts at 0, so not the first-step variant
-    at::_fused_sgd_(ps, gs, bs, wd, momentum, lr, 0.0, false, false, false);
-    // The kernel writes in place without a version bump; changed variables must show as changed.
+    // pieces of at most 64K values, so that both threads get work however the sizes fall
+    constexpr int64_t kPiece = 1 << 16;
+    std::vector<Piece> pieces;
+    for (size_t t = 0; t < ps.size(); ++t)
+      for (int64_t s = 0; s < ps[t].numel(); s += kPiece)
+        pieces.push_back({t, s, std::min(kPiece, ps[t].numel() - s)});
+    const float fwd = static_cast<float>(wd), fmom = static_cast<float>(momentum),
+                flr = static_cast<float>(lr);
+    parallel_blocks(static_cast<int64_t>(pieces.size()), [&](int64_t i) {
+      const Piece& q = pieces[i];
+      sgd_range(ps[q.t].data_ptr<float>() + q.start, gs[q.t].data_ptr<float>() + q.start,
+                bs[q.t].data_ptr<float>() + q.start, q.count, fwd, fmom, flr);
+    });
+    // Written through raw pointers: the variables must show as changed.
     for (auto& t : ps) t.unsafeGetTensorImpl()->bump_version();
     for (auto& t : bs) t.unsafeGetTensorImpl()->bump_version();
   });
