@@ -301,7 +301,7 @@ const char* cutpaste_bn_act_last_error() { return last_error.c_str(); }
 
 // *out = relu(batch_norm(x) [+ residual]) in training mode (residual may be null), the running
 // statistics updated in place; with out2 not null, *out2 = the same output again for a second
-// consumer (see twin() in bn_kernels.h). 0 on success, 1 on failure (message:
+// consumer (see twin() above). 0 on success, 1 on failure (message:
 // cutpaste_bn_act_last_error), 2 when the input is not one this kernel takes (then nothing was
 // changed).
 int cutpaste_bn_act_train(const at::Tensor* x, const at::Tensor* gamma, const at::Tensor* beta,

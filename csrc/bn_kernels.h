@@ -8,13 +8,11 @@
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "parallel.h"
@@ -65,10 +63,6 @@ struct Bf16 {
 
 constexpr int64_t kBlocks = 64;
 
-// Rows [lo, hi) of block b of `rows` rows.
-inline std::pair<int64_t, int64_t> block_rows(int64_t b, int64_t rows, int64_t blocks) {
-  return {b * rows / blocks, (b + 1) * rows / blocks};
-}
 
 // ---- row kernels; x is channels-last, so a row (n, h) is W*C contiguous values ----
 

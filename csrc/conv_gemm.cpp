@@ -11,11 +11,10 @@
 //   ConvGemm:    y = cols · W^T, dW = dy^T · cols, dx = col2im(dy · W), cols kept from the forward.
 #pragma GCC diagnostic ignored "-Wunused-parameter"
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
+#include <torch/csrc/autograd/custom_function.h>
 
 #include <algorithm>
 #include <cstring>
-#include <torch/csrc/autograd/custom_function.h>
 
 #include "shim.h"
 
@@ -43,8 +42,9 @@ void save_geom(AutogradContext* ctx, const Geom& g) {
 
 // The patches of channels-last x [N, C, H, W] under the kernel: [N*Ho*Wo, k*k*C]. A patch's
 // kernel row is k neighbouring positions of one input row, k*C contiguous values in channels-last
-// memory: one memcpy each (zeros where it reaches into the padding), rows split across threads.
-// A quarter of the time of a strided copy (as_strided + reshape) at ResNet-18's sizes.
+// memory: one memcpy each (zeros where it reaches into the padding), on the calling thread (split
+// across threads it measured level: the copy is memory-bound and small in a step). A quarter of
+// the time of a strided copy (as_strided + reshape) at ResNet-18's sizes.
 at::Tensor patches(const at::Tensor& x, const Geom& g) {
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t Ho = g.out(H), Wo = g.out(W), k = g.k;
@@ -52,28 +52,26 @@ at::Tensor patches(const at::Tensor& x, const Geom& g) {
   const int64_t tap = C * x.element_size();                       // bytes of one position
   const char* src = static_cast<const char*>(x.data_ptr());      // [N, H, W, C] memory
   char* dst = static_cast<char*>(cols.data_ptr());
-  at::parallel_for(0, N * Ho, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t nh = begin; nh < end; ++nh) {
-      const int64_t n = nh / Ho, ho = nh % Ho;
-      for (int64_t wo = 0; wo < Wo; ++wo) {
-        char* d = dst + (nh * Wo + wo) * k * k * tap;
-        const int64_t w0 = wo * g.stride - g.pad;  // input column of the patch's first tap
-        const int64_t lo = std::min(k, std::max<int64_t>(0, -w0));
-        const int64_t hi = std::max(lo, std::min(k, W - w0));  // taps [lo, hi) inside the input
-        for (int64_t i = 0; i < k; ++i, d += k * tap) {
-          const int64_t h = ho * g.stride - g.pad + i;
-          if (h < 0 || h >= H) {
-            std::memset(d, 0, k * tap);
-            continue;
-          }
-          std::memset(d, 0, lo * tap);
-          if (hi > lo)
-            std::memcpy(d + lo * tap, src + ((n * H + h) * W + w0 + lo) * tap, (hi - lo) * tap);
-          std::memset(d + hi * tap, 0, (k - hi) * tap);
+  for (int64_t nh = 0; nh < N * Ho; ++nh) {
+    const int64_t n = nh / Ho, ho = nh % Ho;
+    for (int64_t wo = 0; wo < Wo; ++wo) {
+      char* d = dst + (nh * Wo + wo) * k * k * tap;
+      const int64_t w0 = wo * g.stride - g.pad;  // input column of the patch's first tap
+      const int64_t lo = std::min(k, std::max<int64_t>(0, -w0));
+      const int64_t hi = std::max(lo, std::min(k, W - w0));  // taps [lo, hi) inside the input
+      for (int64_t i = 0; i < k; ++i, d += k * tap) {
+        const int64_t h = ho * g.stride - g.pad + i;
+        if (h < 0 || h >= H) {
+          std::memset(d, 0, k * tap);
+          continue;
         }
+        std::memset(d, 0, lo * tap);
+        if (hi > lo)
+          std::memcpy(d + lo * tap, src + ((n * H + h) * W + w0 + lo) * tap, (hi - lo) * tap);
+        std::memset(d + hi * tap, 0, (k - hi) * tap);
       }
     }
-  });
+  }
   return cols;
 }
 

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstdint>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -35,6 +36,11 @@ void parallel_blocks(int64_t blocks, F f) {
   for (int64_t t = 1; t < threads; ++t) pool.emplace_back(work);
   work();
   for (auto& t : pool) t.join();
+}
+
+// Rows [lo, hi) of block b of `rows` rows.
+inline std::pair<int64_t, int64_t> block_rows(int64_t b, int64_t rows, int64_t blocks) {
+  return {b * rows / blocks, (b + 1) * rows / blocks};
 }
 
 }  // namespace

@@ -84,15 +84,15 @@ pub(super) fn shim_result(
         2 => Ok(None),
         // SAFETY: on success the shim allocated `out` with `new at::Tensor`; tch frees it.
         0 if !out.is_null() => Ok(Some(unsafe { Tensor::from_ptr(out) })),
-        _ => {
-            // SAFETY: the shim returns a pointer to a thread-local, NUL-terminated string.
-            let msg = unsafe { CStr::from_ptr(last_error()) };
-            Err(Error::internal(format!(
-                "{what}: {}",
-                msg.to_string_lossy()
-            )))
-        }
+        _ => Err(shim_error(last_error, what)),
     }
+}
+
+/// A shim's failure as our error: `what` and the shim's message.
+pub(super) fn shim_error(last_error: unsafe extern "C" fn() -> *const c_char, what: &str) -> Error {
+    // SAFETY: the shims return a pointer to a thread-local, NUL-terminated string.
+    let msg = unsafe { CStr::from_ptr(last_error()) };
+    Error::internal(format!("{what}: {}", msg.to_string_lossy()))
 }
 
 /// A fused function's output, and with `twin` asked for, the same output again for a second

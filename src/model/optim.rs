@@ -7,9 +7,8 @@
 //! Weight decay applies to every trainable parameter, BatchNorm weights and biases included, as
 //! when all of a model's parameters are handed to `torch.optim.SGD` **[our choice]**; BatchNorm
 //! running statistics are not parameters.
-use crate::error::{Error, Result};
+use crate::error::Result;
 use std::collections::BTreeMap;
-use std::ffi::CStr;
 use std::os::raw::{c_char, c_int};
 use tch::Tensor;
 use torch_sys::C_tensor;
@@ -29,15 +28,13 @@ extern "C" {
 
 /// The shim's result as ours (see `csrc/sgd.cpp`).
 fn sgd_result(code: c_int, what: &str) -> Result<()> {
-    if code == 0 {
-        return Ok(());
+    match code {
+        0 => Ok(()),
+        _ => Err(super::fused_train::shim_error(
+            cutpaste_sgd_last_error,
+            what,
+        )),
     }
-    // SAFETY: the shim returns a pointer to a thread-local, NUL-terminated string.
-    let msg = unsafe { CStr::from_ptr(cutpaste_sgd_last_error()) };
-    Err(Error::internal(format!(
-        "{what}: {}",
-        msg.to_string_lossy()
-    )))
 }
 
 /// Cosine-annealed learning rate at `step` (0-based) of `total`:
